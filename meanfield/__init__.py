@@ -1,0 +1,19 @@
+"""meanfield: mean-field and finite-width simulations of neural collapse.
+
+The public surface is small; everything else lives in the submodules named in the README.
+"""
+
+from .activations import get_activation, list_activations, register_activation
+from .data import Distribution, Samples
+from .flow import DivergenceError, FlowConfig, FlowResult, risk, simulate, velocity
+from .losses import get_loss, list_losses
+from .particles import Particles
+from .record import Recorder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Particles", "Samples", "Distribution", "FlowConfig", "FlowResult", "DivergenceError",
+    "simulate", "velocity", "risk", "Recorder", "get_activation", "list_activations",
+    "register_activation", "get_loss", "list_losses", "__version__",
+]
