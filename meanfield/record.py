@@ -137,7 +137,7 @@ class Checkpointer:
     def save(self, **payload) -> None:
         payload["key"] = self.key
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ckpt-")
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="tmp-ckpt-", suffix=".pt")
         os.close(fd)
         torch.save({k: (tuple(x.detach().cpu() if x is not None else None for x in v)
                         if k == "state" else v) for k, v in payload.items()}, tmp)

@@ -2,7 +2,11 @@
 
 A :class:`Samples` is an empirical measure sum_j p_j delta_{(x_j, y_j)}: ``X (n, d)`` float,
 ``y (n,)`` int64 in 0..C-1, ``p (n,)`` non-negative masses summing to 1. Every class in 0..C-1 has
-at least one sample and positive mass. The binary +-1 convention (class 1 is +1) lives in
+at least one sample and positive mass.
+
+Images: ``X`` is *always* 2-D, so every consumer (flow, metrics, deep MLPs) sees ``(n, d)``. Image
+data sets keep their layout in ``image_shape = (c, h, w)`` (with ``d = c * h * w``) and
+:attr:`Samples.images` gives the ``(n, c, h, w)`` view for convolutional nets (no copy). The binary +-1 convention (class 1 is +1) lives in
 :func:`meanfield.losses.signed_labels`.
 
 A :class:`Distribution` is anything with ``sample(n=None, *, seed=0, dtype=..., device=...)``
@@ -11,6 +15,7 @@ returning :class:`Samples`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Optional, Protocol, Sequence, runtime_checkable
 
@@ -32,6 +37,8 @@ class Samples:
         p ((n,) Tensor): masses, non-negative, summing to 1 (same dtype as X).
         num_classes: C.
         class_names: optional names, one per class.
+        image_shape: ``(c, h, w)`` when the rows of X are flattened images (``c*h*w = d``),
+            else None; see :attr:`images`.
     """
 
     X: Tensor
@@ -39,6 +46,7 @@ class Samples:
     p: Tensor
     num_classes: int
     class_names: Optional[tuple[str, ...]] = None
+    image_shape: Optional[tuple[int, ...]] = None
 
     def __post_init__(self):
         X, y, p, C = self.X, self.y, self.p, self.num_classes
@@ -80,6 +88,11 @@ class Samples:
                 raise ValueError(f"class {name!r} has zero total mass; give it positive mass or drop it")
         if self.class_names is not None and len(self.class_names) != C:
             raise ValueError(f"{len(self.class_names)} class names for {C} classes")
+        if self.image_shape is not None:
+            shape = tuple(int(s) for s in self.image_shape)
+            if math.prod(shape) != X.shape[1]:
+                raise ValueError(f"image_shape {shape} has {math.prod(shape)} entries but X has "
+                                 f"d = {X.shape[1]} columns")
 
     @classmethod
     def from_masses(cls, X, y, masses=None, *, num_classes: Optional[int] = None,
@@ -128,6 +141,14 @@ class Samples:
     @property
     def d(self) -> int:
         return self.X.shape[1]
+
+    @property
+    def images(self) -> Tensor:
+        """((n, c, h, w) Tensor): a view of X in its image layout (needs ``image_shape``)."""
+        if self.image_shape is None:
+            raise ValueError("these samples carry no image_shape; load them with flatten=False "
+                             "or build Samples(..., image_shape=(c, h, w))")
+        return self.X.reshape(self.X.shape[0], *self.image_shape)
 
     def class_masses(self) -> Tensor:
         """(C,) Tensor: P_c = sum of p over class c."""

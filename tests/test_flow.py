@@ -1,0 +1,168 @@
+"""The flow: explicit velocity vs autograd, integrator orders, loss decrease, the three-atom law, errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cases import THREE_ATOM_CASES, THREE_ATOM_TOL, three_atom_gap
+from meanfield import (DivergenceError, FlowConfig, Particles, Recorder, Samples, list_activations,
+                       risk, simulate, velocity)
+from meanfield.activations import register_activation
+from meanfield.experiments.three_atoms import POSITIONS, three_atom_samples
+
+LOSS_SETUPS = [("exponential", 1, 2), ("logistic", 1, 2), ("mse", 1, 2), ("mse", 3, 3),
+               ("cross_entropy", 3, 3)]
+
+
+def _data(n, d, C, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=dtype)
+    y = torch.arange(n) % C
+    p = torch.rand(n, generator=g, dtype=dtype) + 0.1
+    return Samples.from_masses(X, y, p, num_classes=C, dtype=dtype)
+
+
+def _autograd_velocity(P, data, loss_name, lam_a, lam_w):
+    from meanfield.losses import get_loss
+    a, w, b = (t.clone().requires_grad_(True) for t in (P.a[0], P.w[0], P.b[0]))
+    z = data.X @ w.T + b
+    f = P.act.fn(z) @ a / P.m
+    R = (data.p * get_loss(loss_name).value(f, data.y)).sum()
+    R = R + lam_a / (2 * P.m) * (a ** 2).sum() + lam_w / (2 * P.m) * ((w ** 2).sum() + (b ** 2).sum())
+    ga, gw, gb = torch.autograd.grad(R, (a, w, b))
+    return -P.m * ga, -P.m * gw, -P.m * gb
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "smoothstep", "tanh", "sigmoid", "softplus"])
+@pytest.mark.parametrize("loss,k,C", LOSS_SETUPS)
+def test_velocity_equals_minus_m_autograd_gradient(act, loss, k, C):
+    data = _data(n=17, d=3, C=C, seed=1)
+    P = Particles.gaussian(29, 3, k, scale_b=0.5, activation=act, seed=2)
+    lam_a, lam_w = 0.3, 0.07
+    cfg = FlowConfig(loss=loss, lam_a=lam_a, lam_w=lam_w, backend="dense")
+    va, vw, vb = velocity(P, data, cfg)
+    ga, gw, gb = _autograd_velocity(P, data, loss, lam_a, lam_w)
+    explicit = torch.cat([va[0].flatten(), vw[0].flatten(), vb[0].flatten()])
+    oracle = torch.cat([ga.flatten(), gw.flatten(), gb.flatten()])
+    assert (explicit - oracle).norm() <= 1e-10 * oracle.norm()
+
+
+def test_velocity_of_user_activation_and_frozen_inner():
+    register_activation("cube_test", lambda z: z ** 3, lambda z: 3 * z ** 2, overwrite=True)
+    data = _data(n=11, d=2, C=2, seed=3)
+    P = Particles.gaussian(13, 2, 1, activation="cube_test", seed=4)
+    va, vw, vb = velocity(P, data, FlowConfig(loss="logistic", lam=0.1, backend="dense"))
+    ga, gw, gb = _autograd_velocity(P, data, "logistic", 0.1, 0.1)
+    assert torch.allclose(va[0], ga, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(vw[0], gw, rtol=1e-10, atol=1e-12)
+    va2, vw2, vb2 = velocity(P, data, FlowConfig(loss="logistic", lam=0.1, train_inner=False, backend="dense"))
+    assert vw2 is None and vb2 is None and torch.allclose(va2, va)
+
+
+def test_risk_decreases_along_the_flow():
+    X = torch.randn(20, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    data = Samples.from_masses(X, (X[:, 0] > 0).long(), dtype=torch.float64)  # learnable labels
+    P = Particles.gaussian(50, 2, 1, seed=6)
+    cfg = FlowConfig(loss="logistic", lam=1e-2, dt=2e-2, t_end=20.0, integrator="heun", backend="dense")
+    res = simulate(P, data, cfg, recorder=Recorder("linear", num=30))
+    r = np.array([row["risk"] for row in res.history])
+    assert len(r) >= 30
+    assert np.all(np.diff(r) < 0), "risk must decrease monotonically along the gradient flow"
+    assert r[-1] < 0.8 * r[0]
+
+
+@pytest.mark.parametrize("integrator,order", [("euler", 1.0), ("heun", 2.0), ("rk4", 4.0)])
+def test_integrator_orders(integrator, order):
+    data = _data(n=10, d=2, C=2, seed=7)
+    P = Particles.gaussian(20, 2, 1, activation="tanh", seed=8)
+    T = 0.5
+    ref = simulate(P, data, FlowConfig(loss="logistic", lam=0.1, integrator="rk4", dt=T / 2048,
+                                       t_end=T, backend="dense")).particles
+    dts, errs = [T / 8, T / 16, T / 32, T / 64], []
+    for dt in dts:
+        out = simulate(P, data, FlowConfig(loss="logistic", lam=0.1, integrator=integrator, dt=dt,
+                                           t_end=T, backend="dense")).particles
+        errs.append(float(torch.cat([(out.a - ref.a).flatten(), (out.w - ref.w).flatten(),
+                                     (out.b - ref.b).flatten()]).norm()))
+    slope = np.polyfit(np.log(dts), np.log(errs), 1)[0]
+    assert abs(slope - order) < 0.2, f"{integrator}: fitted order {slope:.3f}, expected {order}"
+
+
+@pytest.mark.parametrize("p1,p2,p3,q1,q2,q3", THREE_ATOM_CASES)
+def test_three_atom_law(p1, p2, p3, q1, q2, q3):
+    data = three_atom_samples(p1, p2, p3)
+    P = Particles.at_positions(POSITIONS, m=60, fractions=(q1, q2, q3), activation="smoothstep",
+                               scale_a=2.0, seed=int(100 * p1 + 10 * q2))
+    cfg = FlowConfig(loss="exponential", train_inner=False, stepping="log", dt=0.01, ds=0.02,
+                     t_end=1e6, backend="dense")
+    res = simulate(P, data, cfg)
+    f = res.particles.predict(data.X)[0, :, 0]
+    gap = float(f[2] - f[0])
+    pn = data.p
+    assert abs(gap - three_atom_gap(float(pn[0]), float(pn[2]), q1 / (q1 + q2 + q3),
+                                    q3 / (q1 + q2 + q3))) < THREE_ATOM_TOL
+    # the flow does not depend on the initial outer weights: another seed, same limit
+    P2 = Particles.at_positions(POSITIONS, m=60, fractions=(q1, q2, q3), activation="smoothstep",
+                                scale_a=2.0, seed=12345)
+    f2 = simulate(P2, data, cfg).particles.predict(data.X)[0, :, 0]
+    assert abs(float(f2[2] - f2[0]) - gap) < THREE_ATOM_TOL
+
+
+def test_log_time_reaches_large_times_in_few_steps():
+    data = three_atom_samples(1, 1, 1)
+    P = Particles.at_positions(POSITIONS, m=3, activation="smoothstep")
+    res = simulate(P, data, FlowConfig(loss="exponential", train_inner=False, stepping="log",
+                                       dt=0.01, ds=0.05, t_end=1e8, backend="dense"))
+    assert res.t == pytest.approx(1e8)
+    # ~ 1/ds steps to t = dt/ds, then log(t_end / (dt/ds)) / log(1 + ds)
+    assert res.steps < 20 + math.log(1e8 / 0.2) / math.log(1.05) + 5
+
+
+def test_divergence_is_reported_with_time():
+    data = _data(n=10, d=2, C=2)
+    P = Particles.gaussian(10, 2, 1, scale_a=10.0, seed=0)
+    with pytest.raises(DivergenceError, match=r"diverged .* t = .*smaller step"):
+        simulate(P, data, FlowConfig(loss="exponential", dt=50.0, t_end=1e4, backend="dense"))
+
+
+def test_bad_inputs_have_clear_errors():
+    data = _data(n=10, d=2, C=2)
+    P = Particles.gaussian(10, 2, 1)
+    with pytest.raises(ValueError, match="unknown activation 'nope'.*relu"):
+        Particles.gaussian(10, 2, 1, activation="nope")
+    with pytest.raises(ValueError, match="unknown loss 'hinge'.*logistic"):
+        FlowConfig(loss="hinge")
+    with pytest.raises(ValueError, match="unknown integrator 'rk45'.*euler"):
+        FlowConfig(integrator="rk45")
+    with pytest.raises(ValueError, match="unknown backend 'cuda'.*dense"):
+        simulate(P, data, FlowConfig(backend="cuda"))
+    with pytest.raises(ValueError, match="dt must be a positive"):
+        FlowConfig(dt=-1.0)
+    with pytest.raises(ValueError, match="d = 3 but particles have d = 2"):
+        simulate(P, _data(n=10, d=3, C=2), FlowConfig(t_end=0.1))
+    with pytest.raises(ValueError, match="NaN/inf"):
+        Particles.from_tensors(torch.tensor([1.0, float("nan")]), torch.ones(2, 1), torch.zeros(2))
+    with pytest.raises(ValueError, match="NaN/inf"):
+        Samples.from_masses(torch.tensor([[0.0], [float("nan")]]), [0, 1])
+    with pytest.raises(ValueError, match="non-negative"):
+        Samples.from_masses(torch.zeros(2, 1), [0, 1], [1.0, -1.0])
+    with pytest.raises(ValueError, match="sum to 0"):
+        Samples.from_masses(torch.zeros(2, 1), [0, 1], [0.0, 0.0])
+    with pytest.raises(ValueError, match="binary"):
+        simulate(Particles.gaussian(5, 2, 1), _data(n=9, d=2, C=3), FlowConfig(loss="logistic"))
+    with pytest.raises(ValueError, match="mismatched lengths"):
+        Samples.from_masses(torch.zeros(3, 1), [0, 1])
+    with pytest.raises(ValueError, match="w must be"):
+        Particles.from_tensors(torch.ones(3), torch.ones(3), torch.zeros(3))
+
+
+def test_risk_matches_definition():
+    data = _data(n=8, d=2, C=2)
+    P = Particles.gaussian(6, 2, 1, seed=1)
+    cfg = FlowConfig(loss="logistic", lam=0.4)
+    f = P.features(data.X)[0] @ P.a[0] / P.m
+    direct = (data.p * torch.nn.functional.softplus(-(2 * data.y - 1) * f[:, 0])).sum()
+    direct += 0.2 * ((P.a ** 2).sum() + (P.w ** 2).sum() + (P.b ** 2).sum()) / P.m
+    assert torch.allclose(risk(P, data, cfg)[0], direct, rtol=1e-12)
