@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .core import BaseDistribution, check_n
+from .core import BaseDistribution
 
 __all__ = ["Uniform", "Interval", "Box", "Ball", "Sphere", "Annulus", "Region"]
 
@@ -228,9 +228,9 @@ class Sphere(Uniform):
         self.center = _vec(center, "center")
         self.radius = _positive(radius, "radius")
         self.grid = bool(grid)
+        self.low, self.high = self.center - self.radius, self.center + self.radius
         if self.grid and self.d > 3:
             raise ValueError(f"grid=True on a sphere needs d <= 3 (got d = {self.d}); use grid=False")
-        self.low, self.high = self.center - self.radius, self.center + self.radius
 
     def contains(self, x):
         return ((x - self.center).norm(dim=1) - self.radius).abs() <= 1e-9 * self.radius
