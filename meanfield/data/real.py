@@ -185,7 +185,7 @@ def standardise(samples: Samples, mode: str = "feature") -> Samples:
         mean = (p * X).sum(0)
         std = ((p * (X - mean) ** 2).sum(0)).sqrt()
     else:
-        mean = (p * X).sum()
+        mean = (p * X).sum() / X.shape[1]
         std = ((p * (X - mean) ** 2).sum() / X.shape[1]).sqrt()
     std = torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
     return Samples(((X - mean) / std).contiguous(), samples.y, samples.p, samples.num_classes,
