@@ -123,11 +123,12 @@ def _labels_weights(labels, weights, n: int, num_classes: Optional[int], *, dtyp
         p = p / total
     count = torch.bincount(y, minlength=C)
     P = torch.zeros(C, dtype=dtype, device=device).index_add_(0, y, p)
-    for c in range(C):
-        if int(count[c]) == 0:
-            raise ValueError(f"class {c} has no samples; give it samples or lower num_classes")
-        if float(P[c]) <= 0:
-            raise ValueError(f"class {c} has zero total mass; give it positive weight or drop it")
+    empty, massless = (count == 0).nonzero().flatten(), (P <= 0).nonzero().flatten()
+    if empty.numel():
+        raise ValueError(f"class {int(empty[0])} has no samples ({empty.numel()} empty classes); "
+                         "give it samples or lower num_classes")
+    if massless.numel():
+        raise ValueError(f"class {int(massless[0])} has zero total mass; give it positive weight or drop it")
     return y, p, C, P
 
 

@@ -237,6 +237,16 @@ def test_particle_path_equals_dense_path(C, k):
            rel=1e-8, abs_=1e-12)
 
 
+@pytest.mark.slow
+def test_particle_path_keops_equals_dense():
+    pytest.importorskip("pykeops")
+    P = Particles.gaussian(300, 2, 3, seed=0)
+    X = torch.randn(100, 2, dtype=f64, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(100) % 3
+    _close(particle_neural_collapse(P, (X, y), backend="keops"),
+           particle_neural_collapse(P, (X, y), backend="dense"), rel=1e-10, abs_=1e-13)
+
+
 def test_particle_path_system_and_errors():
     P = Particles.gaussian(30, 2, 3, batch=2, seed=0, activation="tanh")
     X = torch.randn(24, 2, dtype=f64, generator=torch.Generator().manual_seed(1))
