@@ -67,7 +67,10 @@ def plot_distribution(samples, ax=None, *, title: Optional[str] = None, max_poin
         ax.set_xlabel("$x_1$" + suffix)
         ax.set_ylabel("$x_2$")
         ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(loc="best", fontsize="small")
+    legend = ax.legend(loc="best", fontsize="small")
+    for h in getattr(legend, "legend_handles", getattr(legend, "legendHandles", [])):
+        if hasattr(h, "set_sizes"):
+            h.set_sizes([25.0])  # legend markers all the same size, whatever the masses
     if title:
         ax.set_title(title)
     return ax
