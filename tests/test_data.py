@@ -422,3 +422,10 @@ def test_plot_distribution(tmp_path):
     ax2.figure.savefig(tmp_path / "enc.png")
     assert (tmp_path / "enc.png").stat().st_size > 1000
     plt.close("all")
+
+
+def test_distributions_pickle():
+    """Sweeps send distributions to worker processes: they must pickle and sample the same after."""
+    for dist in (D.Enclosure(0.3), D.xor(0.1), D.three_atoms(1, 2, 3), D.Moons(0.1), D.digits(per_class=2)):
+        back = pickle.loads(pickle.dumps(dist))
+        assert torch.equal(back.sample(40, seed=1).X, dist.sample(40, seed=1).X)

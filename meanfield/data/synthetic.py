@@ -177,6 +177,16 @@ def line_classes(points: int = 3, spacing: float = 1.0, class_masses=(1.0, 1.0))
     return PointMasses(X, y, p, num_classes=2, class_names=SIGNED_NAMES)
 
 
+class _LeftOf:
+    """Membership in ``ring`` and the half-plane x_1 <= h (a class, so distributions pickle)."""
+
+    def __init__(self, ring: Annulus, h: float):
+        self.ring, self.h = ring, h
+
+    def __call__(self, x):
+        return self.ring.contains(x) & (x[:, 0] <= self.h)
+
+
 class Enclosure(ClassMixture):
     """Class 0 (-1) a disc, class 1 (+1) a cut annulus around it: convex at t = 0, enclosing at t = 1.
 
@@ -213,8 +223,7 @@ class Enclosure(ClassMixture):
         self.t, self.r0, self.r_in, self.r_out = float(t), float(r0), float(r_in), float(r_out)
         self.h = -self.r_in + self.t * (self.r_in + self.r_out)
         h, ring = self.h, Annulus(r_in, r_out, (0.0, 0.0), grid=grid)
-        arc = ring if t == 1 else Region(lambda x: ring.contains(x) & (x[:, 0] <= h), proposal=ring,
-                                         grid=grid)
+        arc = ring if t == 1 else Region(_LeftOf(ring, h), proposal=ring, grid=grid)
         cm = list(class_masses)
         if len(cm) != 2:
             raise ValueError(f"class_masses must be 2 numbers, got {cm}")
