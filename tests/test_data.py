@@ -193,7 +193,7 @@ def test_class_mixture_masses_exact_for_every_n():
         assert s.n == n + 3  # n split over the continuous classes, the 3 atoms kept
 
 
-@pytest.mark.parametrize("t", [0.0, 0.3, 0.6, 1.0])
+@pytest.mark.parametrize("t", [0.0, 0.3, 0.4, 0.45, 1.0])
 def test_enclosure_hull_fraction(t):
     """Share of class 0 inside conv(class 1): the measured hull of samples against the closed form."""
     from scipy.spatial import Delaunay
