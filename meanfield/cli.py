@@ -30,7 +30,7 @@ def _cmd_run(args) -> int:
     overrides = _parse_sets(args.set)
     res = run_experiment(args.name, overrides, out=args.out, device=args.device, backend=args.backend,
                          seed=args.seed, progress=None if not args.quiet else False,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, checkpoint_every=args.checkpoint_every)
     summary = dict(res.summary)
     width = max((len(k) for k in summary), default=0)
     print(f"experiment {args.name}: results")
@@ -129,6 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                   help="wall-clock seconds between checkpoints of long runs (default 60)")
     r.set_defaults(fn=_cmd_run)
     ls = sub.add_parser("list", help="list experiments and their parameters")
     ls.add_argument("name", nargs="?", default=None, help="show this experiment's parameters")

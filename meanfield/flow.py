@@ -102,8 +102,13 @@ class BatchedData:
     num_classes: int
 
     @classmethod
-    def build(cls, data, *, dtype: torch.dtype, device) -> "BatchedData":
-        """From Samples, a Distribution, a tuple, or a sequence of Samples (one per system)."""
+    def build(cls, data, *, dtype: torch.dtype, device, d: int = 1) -> "BatchedData":
+        """From Samples, a Distribution, a tuple, or a sequence of Samples (one per system);
+        ``None`` gives no data at all (the flow of the regulariser and the noise alone)."""
+        if data is None:
+            return cls(torch.zeros(1, 0, d, dtype=dtype, device=device),
+                       torch.zeros(1, 0, dtype=torch.long, device=device),
+                       torch.zeros(1, 0, dtype=dtype, device=device), 1)
         if isinstance(data, BatchedData):
             return cls(data.X.to(dtype=dtype, device=device), data.y.to(device),
                        data.p.to(dtype=dtype, device=device), data.num_classes)
@@ -137,6 +142,7 @@ class FlowResult:
         backend: name of the backend that ran.
         config: the flow configuration.
         resumed_from: time of the checkpoint the run resumed from, or None.
+        snapshots: neuron snapshots kept by the recorder (``Recorder(snapshot=K)``).
     """
 
     particles: Particles
@@ -146,6 +152,7 @@ class FlowResult:
     backend: str = ""
     config: Optional[FlowConfig] = None
     resumed_from: Optional[float] = None
+    snapshots: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- integrators
@@ -232,9 +239,10 @@ def velocity(particles: Particles, data, config: FlowConfig, *, backend: Optiona
     Returns:
         (v_a (B, m, k), v_w (B, m, d) or None, v_b (B, m) or None); None when inner weights are frozen.
     """
-    data = BatchedData.build(data, dtype=particles.dtype, device=particles.device)
+    data = BatchedData.build(data, dtype=particles.dtype, device=particles.device, d=particles.d)
     loss = get_loss(config.loss)
-    loss.check(particles.k, data.num_classes)
+    if data.n:
+        loss.check(particles.k, data.num_classes)
     be = backend or resolve_backend(config.backend, act=particles.act, device=particles.device,
                                     m=particles.m, n=data.n, d=particles.d, batch=particles.batch)
     vel = _make_vel(particles, data, config, be)
@@ -268,7 +276,7 @@ def risk(particles: Particles, data, config: FlowConfig, *, backend: str | Backe
     Returns:
         (B,) Tensor.
     """
-    data = BatchedData.build(data, dtype=particles.dtype, device=particles.device)
+    data = BatchedData.build(data, dtype=particles.dtype, device=particles.device, d=particles.d)
     loss = get_loss(config.loss)
     if outputs is None:
         be = resolve_backend(backend, act=particles.act, device=particles.device, m=particles.m,
@@ -295,7 +303,8 @@ def simulate(particles: Particles, data, config: FlowConfig = FlowConfig(), *,
 
     Args:
         particles: initial state (B systems).
-        data: Samples / Distribution / (X, y[, p]) / sequence of Samples (one per system).
+        data: Samples / Distribution / (X, y[, p]) / sequence of Samples (one per system), or
+            None for no data term (weight decay and noise only).
         config: the flow.
         recorder: a :class:`meanfield.record.Recorder` (default: loss at log-spaced times).
         seed: seed of the Langevin noise.
@@ -316,7 +325,7 @@ def simulate(particles: Particles, data, config: FlowConfig = FlowConfig(), *,
     for name, t_ in (("a", particles.a), ("w", particles.w), ("b", particles.b)):
         if not torch.isfinite(t_).all():
             raise ValueError(f"initial particles have NaN/inf in {name}; pass finite values")
-    data = BatchedData.build(data, dtype=particles.dtype, device=particles.device)
+    data = BatchedData.build(data, dtype=particles.dtype, device=particles.device, d=particles.d)
     B = particles.batch
     for what, t_ in (("X", data.X), ("y", data.y), ("p", data.p)):
         if t_.shape[0] not in (1, B):
@@ -324,7 +333,8 @@ def simulate(particles: Particles, data, config: FlowConfig = FlowConfig(), *,
     if data.X.shape[-1] != particles.d:
         raise ValueError(f"data have d = {data.X.shape[-1]} but particles have d = {particles.d}")
     loss = get_loss(config.loss)
-    loss.check(particles.k, data.num_classes)
+    if data.n:
+        loss.check(particles.k, data.num_classes)
     be = resolve_backend(config.backend, act=particles.act, device=particles.device, m=particles.m,
                          n=data.n, d=particles.d, batch=B)
     step_fn = get_integrator(config.integrator)
@@ -373,7 +383,8 @@ def simulate(particles: Particles, data, config: FlowConfig = FlowConfig(), *,
                         x + sd.view(-1, *([1] * (x.dim() - 1))) *
                         torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
                         for i, x in enumerate(new))
-        if not all(bool(torch.isfinite(x).all()) for x in new):
+        # one reduction and one host sync per step: a NaN/inf anywhere makes the sum non-finite
+        if not bool(torch.isfinite(sum(x.sum() for x in new))):
             raise DivergenceError(
                 f"the flow diverged (NaN/inf) at step {k + 1}, t = {t + dt:.6g} (dt = {dt:.3g}); "
                 f"use a smaller step (dt{'/ds' if config.stepping == 'log' else ''}) or weight decay")
@@ -388,7 +399,8 @@ def simulate(particles: Particles, data, config: FlowConfig = FlowConfig(), *,
         record_now()
     if ckpt is not None:
         ckpt.save(state=state, t=t, step=k, rng=gen.get_state(), recorder=recorder.state())
-    return FlowResult(current(state), t, k, recorder.history, be.name, config, resumed_from)
+    return FlowResult(current(state), t, k, recorder.history, be.name, config, resumed_from,
+                      recorder.snapshots)
 
 
 def _run_key(particles: Particles, data: BatchedData, config: FlowConfig, seed: int) -> str:

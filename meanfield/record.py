@@ -54,17 +54,22 @@ class Recorder:
         t_min: first positive recorded time for ``log`` (default t_end * 1e-4).
         stats: name -> function of a :class:`RecordContext` returning a (B,) tensor, a float, or a
             dict of those (several columns). ``risk`` and ``norm_l2`` are always recorded.
+        snapshot: keep the neurons (a, w, b) of the first ``snapshot`` particles of every system at
+            every recorded time in ``self.snapshots`` (for trajectory figures); 0 keeps none.
 
     A row is written per system (a ``system`` column appears when B > 1).
     """
 
     def __init__(self, times: str | Sequence[float] = "log", *, num: int = 60,
-                 t_min: Optional[float] = None, stats: Optional[Mapping[str, Stat]] = None):
+                 t_min: Optional[float] = None, stats: Optional[Mapping[str, Stat]] = None,
+                 snapshot: int = 0):
         if isinstance(times, str) and times not in ("log", "linear"):
             raise ValueError(f"times must be 'log', 'linear' or a sequence of times; got {times!r}")
         self.spec, self.num, self.t_min = times, int(num), t_min
         self.stats = dict(stats or {})
         self.history: list[dict] = []
+        self.snapshot = int(snapshot)
+        self.snapshots: list[dict] = []
         self._schedule: list[float] = []
         self._next = 0
 
@@ -98,6 +103,11 @@ class Recorder:
             for key, v in items:
                 cols[key] = torch.as_tensor(v, dtype=torch.float64).reshape(-1).expand(particles.batch)
         B = particles.batch
+        if self.snapshot > 0:
+            k = min(self.snapshot, particles.m)
+            self.snapshots.append({"t": float(t), "a": particles.a[:, :k].detach().cpu().clone(),
+                                   "w": particles.w[:, :k].detach().cpu().clone(),
+                                   "b": particles.b[:, :k].detach().cpu().clone()})
         for s in range(B):
             row = {"t": float(t), "step": int(step)}
             if B > 1:
@@ -106,11 +116,12 @@ class Recorder:
             self.history.append(row)
 
     def state(self) -> dict:
-        return {"history": list(self.history), "next": self._next}
+        return {"history": list(self.history), "next": self._next, "snapshots": list(self.snapshots)}
 
     def load_state(self, st: dict) -> None:
         self.history = list(st["history"])
         self._next = int(st["next"])
+        self.snapshots = list(st.get("snapshots", []))
 
 
 class Checkpointer:

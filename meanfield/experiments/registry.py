@@ -44,6 +44,7 @@ class RunContext:
         seed: base random seed.
         progress: progress bars (None: only on a terminal).
         figures: draw figures into ``out``.
+        checkpoint_every: wall-clock seconds between checkpoints of long runs.
     """
 
     out: Optional[Path] = None
@@ -52,6 +53,7 @@ class RunContext:
     seed: int = 0
     progress: Optional[bool] = None
     figures: bool = True
+    checkpoint_every: float = 60.0
 
     def savefig(self, fig, name: str) -> Optional[Path]:
         """Save a matplotlib figure as ``out/name`` (PNG) and close it; no-op without ``out``."""
@@ -236,7 +238,7 @@ def default_out(name: str, root: Path | str = "runs") -> Path:
 def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
                    out: Optional[str | Path] = None, device: str = "cpu", backend: str = "auto",
                    seed: int = 0, progress: Optional[bool] = None, overwrite: bool = False,
-                   write: bool = True) -> ExperimentResult:
+                   write: bool = True, checkpoint_every: float = 60.0) -> ExperimentResult:
     """Run a registered experiment and write its run directory.
 
     Args:
@@ -246,6 +248,8 @@ def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
         device, backend, seed, progress: see :class:`RunContext`.
         overwrite: replace a finished run in ``out`` (otherwise refused).
         write: False runs without writing anything (API use).
+        checkpoint_every: wall-clock seconds between checkpoints (a killed run re-run with the
+            same command resumes from the last one).
 
     Returns:
         :class:`ExperimentResult`.
@@ -271,7 +275,7 @@ def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
     ctx = RunContext(out=out_path, device=device, backend=backend, seed=seed, progress=progress,
-                     figures=write)
+                     figures=write, checkpoint_every=checkpoint_every)
     t0 = time.perf_counter()
     res = exp.run(cfg, ctx)
     if out_path is not None:

@@ -97,7 +97,7 @@ def run(cfg: ThreeAtomsConfig, ctx: RunContext) -> ExperimentResult:
 
     rec = Recorder("log", num=80, t_min=min(1e-2, cfg.t_end / 10), stats={"outputs": outputs})
     res = simulate(P, data, flow, recorder=rec, seed=ctx.seed, progress=ctx.progress,
-                   checkpoint=ctx.checkpoint())
+                   checkpoint=ctx.checkpoint(), checkpoint_every=ctx.checkpoint_every)
     # actual fractions after rounding to whole neurons
     q = [(res.particles.w[0, :, 0] == w) & (res.particles.b[0] == b) for w, b in POSITIONS]
     qf = [float(x.double().mean()) for x in q]
