@@ -93,13 +93,23 @@ class ExperimentResult:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A registered experiment."""
+    """A registered experiment.
+
+    Attributes:
+        name, description, config, run, claim: as above.
+        run_batch: optional batched entry point ``run_batch(configs, seeds, ctx) -> results``
+            running several configurations (and seeds) as one batched system; used by sweeps.
+        batch_keys: the parameters that may differ within one ``run_batch`` call (the others
+            must be equal); the seed may always differ.
+    """
 
     name: str
     description: str
     config: type
     run: Callable[[Any, RunContext], ExperimentResult]
     claim: str = ""
+    run_batch: Optional[Callable[[list, list, RunContext], list]] = None
+    batch_keys: tuple = ()
 
 
 def register_experiment(exp: Experiment) -> Experiment:

@@ -82,27 +82,47 @@ def _dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def run(cfg: ThreeAtomsConfig, ctx: RunContext) -> ExperimentResult:
-    dtype = _dtype(cfg.dtype)
-    data = three_atom_samples(cfg.p1, cfg.p2, cfg.p3, dtype=dtype, device=ctx.device)
-    P = Particles.at_positions(POSITIONS, m=cfg.m, fractions=(cfg.q1, cfg.q2, cfg.q3),
-                               scale_a=cfg.scale_a, activation="smoothstep", seed=ctx.seed,
-                               dtype=dtype, device=ctx.device)
-    flow = FlowConfig(loss="exponential", lam=0.0, integrator=cfg.integrator, dt=cfg.dt, ds=cfg.ds,
-                      t_end=cfg.t_end, stepping="log", train_inner=False, backend=ctx.backend)
+# parameters that may differ between the systems of one batch (the others set shapes and time steps)
+BATCH_KEYS = ("p1", "p2", "p3", "q1", "q2", "q3", "scale_a")
+
+
+def _simulate(cfgs: list, seeds: list, ctx: RunContext, checkpoint=None):
+    """Run len(cfgs) systems as one batched flow; returns (FlowResult, [Samples per system])."""
+    c0 = cfgs[0]
+    shared = [k for k in ThreeAtomsConfig.__dataclass_fields__ if k not in BATCH_KEYS]
+    for c in cfgs[1:]:
+        diff = [k for k in shared if getattr(c, k) != getattr(c0, k)]
+        if diff:
+            raise ValueError(f"systems of one batch must share {', '.join(diff)}; group them first")
+    dtype = _dtype(c0.dtype)
+    data = [three_atom_samples(c.p1, c.p2, c.p3, dtype=dtype, device=ctx.device) for c in cfgs]
+    parts = [Particles.at_positions(POSITIONS, m=c.m, fractions=(c.q1, c.q2, c.q3),
+                                    scale_a=c.scale_a, activation="smoothstep", seed=s,
+                                    dtype=dtype, device=ctx.device) for c, s in zip(cfgs, seeds)]
+    P = parts[0] if len(parts) == 1 else Particles(
+        torch.cat([x.a for x in parts]), torch.cat([x.w for x in parts]),
+        torch.cat([x.b for x in parts]), "smoothstep")
+    flow = FlowConfig(loss="exponential", lam=0.0, integrator=c0.integrator, dt=c0.dt, ds=c0.ds,
+                      t_end=c0.t_end, stepping="log", train_inner=False, backend=ctx.backend)
 
     def outputs(c):
-        f = c.outputs[0, :, 0]
-        return {"f_minus1": f[0], "f_0": f[1], "f_1": f[2], "gap": f[2] - f[0]}
+        f = c.outputs[:, :, 0]
+        return {"f_minus1": f[:, 0], "f_0": f[:, 1], "f_1": f[:, 2], "gap": f[:, 2] - f[:, 0]}
 
-    rec = Recorder("log", num=80, t_min=min(1e-2, cfg.t_end / 10), stats={"outputs": outputs})
-    res = simulate(P, data, flow, recorder=rec, seed=ctx.seed, progress=ctx.progress,
-                   checkpoint=ctx.checkpoint(), checkpoint_every=ctx.checkpoint_every)
+    rec = Recorder("log", num=80, t_min=min(1e-2, c0.t_end / 10), stats={"outputs": outputs})
+    res = simulate(P, data if len(data) > 1 else data[0], flow, recorder=rec, seed=seeds[0],
+                   progress=ctx.progress, checkpoint=checkpoint,
+                   checkpoint_every=ctx.checkpoint_every)
+    return res, data
+
+
+def _summary(history: list, particles: Particles, s: int, data: Samples, res) -> dict:
+    """Summary of system s (its history rows, its slice of the particles)."""
     # actual fractions after rounding to whole neurons
-    q = [(res.particles.w[0, :, 0] == w) & (res.particles.b[0] == b) for w, b in POSITIONS]
+    q = [(particles.w[s, :, 0] == w) & (particles.b[s] == b) for w, b in POSITIONS]
     qf = [float(x.double().mean()) for x in q]
     p = data.p.tolist()
-    last = res.history[-1]
+    last = history[-1]
     summary: dict = {}
     theory = gap_theory(p[0], p[2], qf[0], qf[2])
     agreement(summary, "gap", last["gap"], theory, 1e-2)
@@ -110,10 +130,35 @@ def run(cfg: ThreeAtomsConfig, ctx: RunContext) -> ExperimentResult:
                     "p1": p[0], "p2": p[1], "p3": p[2], "q1": qf[0], "q2": qf[1], "q3": qf[2],
                     "collapses_theory": abs(theory) < 1e-12, "t_end": res.t, "steps": res.steps,
                     "risk": last["risk"]})
+    return summary
+
+
+def run(cfg: ThreeAtomsConfig, ctx: RunContext) -> ExperimentResult:
+    res, (data,) = _simulate([cfg], [ctx.seed], ctx, checkpoint=ctx.checkpoint())
+    summary = _summary(res.history, res.particles, 0, data, res)
     figs = []
     if ctx.out is not None and ctx.figures:
+        theory = summary["gap_theory"]
         figs = _figures(res.history, res.particles, data, theory, cfg, ctx)
     return ExperimentResult(summary, res.history, res.particles, tuple(figs))
+
+
+def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
+    """Several configurations (differing only in BATCH_KEYS) and seeds as one batched flow.
+
+    Returns:
+        one :class:`ExperimentResult` per configuration (no figures, no particles), equal to
+        what :func:`run` gives for each up to floating-point rounding.
+    """
+    if len(cfgs) != len(seeds) or not cfgs:
+        raise ValueError(f"run_batch needs one seed per config; got {len(cfgs)} configs, {len(seeds)} seeds")
+    res, data = _simulate(list(cfgs), list(seeds), ctx)
+    out = []
+    for s in range(len(cfgs)):
+        hist = [{k: v for k, v in r.items() if k != "system"} for r in res.history
+                if len(cfgs) == 1 or r.get("system") == s]
+        out.append(ExperimentResult(_summary(hist, res.particles, s, data[s], res), hist))
+    return out
 
 
 def _figures(history, particles, data, theory, cfg, ctx) -> list[str]:
@@ -159,4 +204,6 @@ EXPERIMENT = Experiment(
     config=ThreeAtomsConfig,
     run=run,
     claim="f(1) − f(−1) → log(p₃ / 2p₁): the non-convex class collapses only when p₃ = 2p₁",
+    run_batch=run_batch,
+    batch_keys=BATCH_KEYS,
 )
