@@ -13,8 +13,6 @@ the memory saving comes from (together with the narrower penultimate layer, see
 from __future__ import annotations
 
 import math
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 

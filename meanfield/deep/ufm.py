@@ -1,7 +1,7 @@
 """The unconstrained features model (UFM): features H as free parameters, optimised to high precision.
 
-Balanced data, K classes, n samples per class (N = K n), sample i of class ``i % K``... in this
-module samples are ordered class by class: ``y = [0]*n + [1]*n + ...``.
+Balanced data, K classes, n samples per class (N = K n), ordered class by class:
+``y = [0]*n + [1]*n + ...``.
 
 .. math::
 

@@ -18,9 +18,9 @@ CE UFM (Zhu et al. 2021), the H penalty summed over samples:
 Extended UFM (Tirer & Bruna 2022): ``W2 W1 H`` (or ``W2 relu(W1 H)``) with penalties
 ``lW2, lW1, lH``; ``tau = (n lH lW1 lW2)^(1/3)``.
 
-Every function returns a frozen dataclass holding the optimal value, the scalar (c, a or s) and the
-K x K matrices ``WHbar`` (``W Hbar``, resp. ``W2 W1 Hbar``), ``WWt`` (``W W^T``; for the extended
-UFM ``W2 W2^T``... see :class:`ExtendedUFMSolution`), ``b`` and the squared norms at the optimum.
+Every function returns a frozen dataclass holding the optimal value, the scalar (c, a or s), the
+K x K matrix ``WHbar`` (``W Hbar``, resp. ``W2 W1 Hbar``), for the UFM also ``WWt`` (``W W^T``) and
+``b``, and the squared norms at the optimum.
 """
 
 from __future__ import annotations
