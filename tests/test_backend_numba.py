@@ -1,0 +1,130 @@
+"""The numba backend agrees with dense and with autograd (all activations, losses, dtypes, batch)."""
+
+import pytest
+import torch
+
+import meanfield as mf
+from meanfield.activations import get_activation, register_activation
+from meanfield.backends import get_backend
+from meanfield.flow import FlowConfig
+from meanfield.losses import get_loss
+
+numba = pytest.importorskip("numba")
+
+ACTS = ["relu", "leaky_relu", "smoothstep", "tanh", "sigmoid", "softplus"]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def rel(x, y):
+    return ((x - y).norm() / y.norm().clamp_min(1e-300)).item()
+
+
+def operands(B, Bx, m, n, d, k, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    return r(B, m, k), r(B, m, d), r(B, m), r(Bx, n, d), r(B, n, k)
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return get_backend("numba")
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_agrees_with_dense_odd_sizes_and_batch(nb, act, dtype):
+    """m=37, n=23, d=3, k=2; B=3 with shared (Bx=1) and per-system (Bx=B) samples."""
+    de, a_ = get_backend("dense"), get_activation(act)
+    for Bx in (1, 3):
+        a, w, b, X, g = operands(3, Bx, 37, 23, 3, 2, dtype, seed=Bx)
+        assert rel(nb.outputs(a_, a, w, b, X), de.outputs(a_, a, w, b, X)) < TOL[dtype]
+        for inner in (True, False):
+            got = nb.velocities(a_, a, w, b, X, g, inner=inner)
+            ref = de.velocities(a_, a, w, b, X, g, inner=inner)
+            for x, y in zip(got, ref):
+                if y is None:
+                    assert x is None
+                else:
+                    assert x.dtype == dtype and x.shape == y.shape
+                    assert rel(x, y) < TOL[dtype]
+
+
+@pytest.mark.parametrize("loss,k,d", [("logistic", 1, 2), ("exponential", 1, 1),
+                                      ("cross_entropy", 3, 3), ("mse", 2, 5)])
+def test_velocity_is_minus_m_times_autograd(nb, loss, k, d):
+    """The fused velocities (via g = p dl/df) equal -m grad R from autograd, float64, to 1e-10."""
+    torch.manual_seed(1)
+    m, n = 29, 17
+    act = get_activation("tanh" if loss == "mse" else "relu")
+    a, w, b, X, _ = operands(1, 1, m, n, d, k, torch.float64, seed=7)
+    y = torch.randint(0, 2 if k == 1 else k, (1, n))
+    p = torch.rand(1, n, dtype=torch.float64)
+    L = get_loss(loss)
+    f = nb.outputs(act, a, w, b, X)
+    g = p[..., None] * L.grad(f, y)
+    va, vw, vb = nb.velocities(act, a, w, b, X, g)
+    params = [t.clone().requires_grad_(True) for t in (a, w, b)]
+    z = params[1] @ X.transpose(1, 2) + params[2][..., None]           # (1, m, n)
+    fo = (act.fn(z).transpose(1, 2) @ params[0]) / m                    # (1, n, k)
+    (p * L.value(fo, y)).sum().backward()
+    for v, prm in zip((va, vw, vb), params):
+        assert rel(v, -m * prm.grad) < 1e-10
+
+
+def test_relu_derivative_at_zero_is_zero(nb):
+    """A pre-activation exactly at 0: relu'(0) = 0 (and leaky relu's slope below 0), as dense."""
+    X = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]]], dtype=torch.float64)
+    w = torch.tensor([[[1.0, 0.0], [0.5, -0.5]]], dtype=torch.float64)
+    b = torch.tensor([[-1.0, 0.0]], dtype=torch.float64)   # z = 0 at x0 (neuron 0), x2 (neuron 1)
+    a = torch.tensor([[[2.0], [-1.0]]], dtype=torch.float64)
+    g = torch.tensor([[[1.0], [0.5], [-2.0]]], dtype=torch.float64)
+    for name in ("relu", "leaky_relu"):
+        act = get_activation(name)
+        got = nb.velocities(act, a, w, b, X, g)
+        ref = get_backend("dense").velocities(act, a, w, b, X, g)
+        for x, y in zip(got, ref):
+            assert torch.equal(x, y) or rel(x, y) < 1e-15
+    # by hand for relu, neuron 0: z = (0, -1, 1); only sample 2 is active
+    vw = nb.velocities(get_activation("relu"), a, w, b, X, g)[1]
+    assert torch.allclose(vw[0, 0], -(2.0 * -2.0) * X[0, 2], atol=0, rtol=1e-15)
+
+
+def test_large_blocks_and_tiles(nb, dtype):
+    """Sizes that span several cache blocks and tasks (m, n > 2048), d = 2 and d = 7."""
+    de, act = get_backend("dense"), get_activation("smoothstep")
+    for d, k in ((2, 1), (7, 1)):
+        a, w, b, X, g = operands(2, 1, 4100, 2500, d, k, dtype, seed=d)
+        w = w / d ** 0.5
+        assert rel(nb.outputs(act, a, w, b, X), de.outputs(act, a, w, b, X)) < TOL[dtype]
+        for x, y in zip(nb.velocities(act, a, w, b, X, g), de.velocities(act, a, w, b, X, g)):
+            assert rel(x, y) < TOL[dtype]
+
+
+def test_simulate_numba_equals_dense():
+    X = torch.linspace(-1, 1, 9, dtype=torch.float64)[:, None]
+    y = (X[:, 0] > 0.1).long()
+    data = mf.Samples(X, y, torch.full((9,), 1 / 9, dtype=torch.float64), 2)
+    p0 = mf.Particles.gaussian(40, 1, batch=2, seed=3, dtype=torch.float64)
+    out = {}
+    for be in ("dense", "numba"):
+        cfg = FlowConfig(loss="logistic", integrator="heun", dt=0.05, t_end=1.0, lam=1e-3,
+                         backend=be)
+        res = mf.simulate(p0, data, cfg, progress=False)
+        assert res.backend == be
+        out[be] = res.particles
+    for t in ("a", "w", "b"):
+        assert rel(getattr(out["numba"], t), getattr(out["dense"], t)) < 1e-10
+
+
+def test_supports_and_errors(nb):
+    user = register_activation("cube_numba_test", lambda z: z ** 3, lambda z: 3 * z ** 2,
+                               overwrite=True)
+    assert nb.supports(get_activation("relu"), torch.device("cpu"))
+    assert not nb.supports(user, torch.device("cpu"))
+    assert not nb.supports(get_activation("relu"), torch.device("cuda"))
+    a, w, b, X, g = operands(1, 1, 5, 4, 2, 1, torch.float64)
+    with pytest.raises(ValueError, match="dense"):
+        nb.outputs(user, a, w, b, X)
+    with pytest.raises(ValueError, match="dtype"):
+        nb.outputs(get_activation("relu"), a, w, b, X.float())
+    with pytest.raises(ValueError, match="X must be"):
+        nb.outputs(get_activation("relu"), a, w, b, X[..., :1])
