@@ -62,7 +62,8 @@ class SweepResult:
 
     Attributes:
         out: the sweep directory.
-        rows: results.csv as a list of dicts (every point in the directory, sorted by parameters).
+        rows: results.csv read back (every point in the directory, sorted by parameters; numbers
+            as floats).
         axes: the grid axes of this call.
         computed: points computed by this call.
         skipped: points of this grid already finished (resumed).
@@ -261,6 +262,7 @@ def _write_table(out: Path, recs) -> list[dict]:
     rows = _rows(recs)
     if rows:
         write_history(out / "results.csv", rows)
+        return read_history(out / "results.csv")  # exactly what the table holds
     return rows
 
 
