@@ -7,6 +7,7 @@ from .activations import get_activation, list_activations, register_activation
 from .data import Distribution, Samples
 from .flow import DivergenceError, FlowConfig, FlowResult, risk, simulate, velocity
 from .losses import get_loss, list_losses
+from .metrics import NCMetrics, neural_collapse, output_collapse, particle_neural_collapse
 from .particles import Particles
 from .record import Recorder
 
@@ -15,5 +16,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Particles", "Samples", "Distribution", "FlowConfig", "FlowResult", "DivergenceError",
     "simulate", "velocity", "risk", "Recorder", "get_activation", "list_activations",
-    "register_activation", "get_loss", "list_losses", "__version__",
+    "register_activation", "get_loss", "list_losses", "NCMetrics", "neural_collapse",
+    "particle_neural_collapse", "output_collapse", "__version__",
 ]

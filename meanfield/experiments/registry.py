@@ -29,6 +29,7 @@ __all__ = ["Experiment", "ExperimentResult", "RunContext", "register_experiment"
 # name -> module defining EXPERIMENT (imported on demand: no work at import time)
 _MODULES: dict[str, str] = {
     "three_atoms": "meanfield.experiments.three_atoms",
+    "width_limit": "meanfield.experiments.width_limit",
 }
 _REGISTRY: dict[str, "Experiment"] = {}
 
