@@ -95,13 +95,19 @@ def _try(name: str) -> Optional[Backend]:
         return None
 
 
+# activations whose numba kernels vectorise (piecewise polynomials); tanh/sigmoid/softplus call
+# libm scalar by scalar without SVML and measured no faster than dense (benchmarks/bench_step.py)
+_NUMBA_FAST = ("relu", "leaky_relu", "smoothstep")
+
+
 def resolve_backend(name: str | Backend, *, act: Activation, device: torch.device, m: int, n: int,
                     d: int, batch: int = 1) -> Backend:
     """Pick a concrete backend; ``auto`` chooses by device, size and availability and logs why.
 
     ``auto``: on CUDA, KeOps when installed (fused, O(m + n) memory) else dense; on CPU, the numba
-    kernels for built-in activations and small d (d <= 16, where a fused pass beats BLAS), else
-    dense (large d: the matrix products of ``dense`` win). Tiny problems (m n < 4096) use dense.
+    kernels for relu, leaky_relu and smoothstep at small d (d <= 16, where a fused pass beats
+    BLAS), else dense (large d: the matrix products of ``dense`` win; tanh/sigmoid/softplus: no
+    vectorised kernel). Tiny problems (B m n < 4096) use dense.
     """
     if name != "auto":
         be = get_backend(name)
@@ -121,10 +127,10 @@ def resolve_backend(name: str | Backend, *, act: Activation, device: torch.devic
             pick, why = "dense", "CUDA device, keops unavailable for this activation"
     else:
         be = _try("numba")
-        if be is not None and be.supports(act, device) and d <= 16:
-            pick, why = "numba", f"CPU, built-in activation, d={d} <= 16"
+        if be is not None and be.supports(act, device) and d <= 16 and act.name in _NUMBA_FAST:
+            pick, why = "numba", f"CPU, {act.name} (vectorised fused kernel), d={d} <= 16"
         else:
-            pick, why = "dense", f"CPU, d={d}" + ("" if be is not None else ", numba unavailable")
+            pick, why = "dense", f"CPU, {act.name}, d={d}" + ("" if be is not None else ", numba unavailable")
     log.info("backend auto -> %s (%s)", pick, why)
     return get_backend(pick)
 
