@@ -84,7 +84,8 @@ def keops_formulas(act: str, reduction: str, k: int, d: int) -> tuple[str, list[
     if reduction == "velocities_a":
         return f"-(g*{fn})", al
     if reduction == "velocities":
-        return f"-Concat(g*{fn},Concat(((a|g)*{dfn})*x,(a|g)*{dfn}))", al
+        # s = (a.g) sigma'(z) appears once, multiplied by (x, 1)
+        return f"-Concat(g*{fn},((a|g)*{dfn})*Concat(x,IntCst(1)))", al
     raise ValueError(f"unknown reduction {reduction!r}; valid: outputs, velocities, velocities_a")
 
 
