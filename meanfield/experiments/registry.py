@@ -29,6 +29,9 @@ __all__ = ["Experiment", "ExperimentResult", "RunContext", "register_experiment"
 # name -> module defining EXPERIMENT (imported on demand: no work at import time)
 _MODULES: dict[str, str] = {
     "three_atoms": "meanfield.experiments.three_atoms",
+    "weight_decay": "meanfield.experiments.weight_decay",
+    "ufm": "meanfield.experiments.ufm",
+    "fixed_etf": "meanfield.experiments.fixed_etf",
     "width_limit": "meanfield.experiments.width_limit",
 }
 _REGISTRY: dict[str, "Experiment"] = {}
@@ -102,6 +105,7 @@ class Experiment:
             running several configurations (and seeds) as one batched system; used by sweeps.
         batch_keys: the parameters that may differ within one ``run_batch`` call (the others
             must be equal); the seed may always differ.
+        large: parameter overrides for ``--size large`` (GPU-sized runs of the report).
     """
 
     name: str
@@ -111,6 +115,7 @@ class Experiment:
     claim: str = ""
     run_batch: Optional[Callable[[list, list, RunContext], list]] = None
     batch_keys: tuple = ()
+    large: Mapping[str, Any] = field(default_factory=dict)
 
 
 def register_experiment(exp: Experiment) -> Experiment:
