@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional, Sequence
 
-__all__ = ["plot_metrics"]
+from .phase import plot_phase, plot_sweep  # phase diagrams of sweeps (meanfield/phase.py)
+
+__all__ = ["plot_metrics", "plot_phase", "plot_sweep"]
 
 _XLABELS = {"t": "time t (mean-field time units)", "epoch": "epoch", "step": "step"}
 

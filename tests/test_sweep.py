@@ -48,7 +48,7 @@ def test_grid_parsing():
         parse_grid(exp, "p1", "0:1:3:log")
 
 
-def test_same_table_batched_single_and_dask(tmp_path):
+def test_same_table_batched_single_pool_and_dask(tmp_path):
     distributed = pytest.importorskip("distributed")
     batched = sweep("three_atoms", GRID, seeds=2, fixed=FIXED, out=tmp_path / "b", batch=True,
                     plot=False)
@@ -63,6 +63,10 @@ def test_same_table_batched_single_and_dask(tmp_path):
     # each value is the experiment's own number: gap -> log(p3 / 2 p1) within the short-run error
     for r in batched.rows:
         assert abs(r["gap"] - math.log(r["p3"] / (2 * r["p1"]))) < 0.1
+    pool = sweep("three_atoms", GRID, seeds=2, fixed=FIXED, out=tmp_path / "p", batch=False,
+                 workers=2, plot=False)  # a local process pool (forkserver/spawn)
+    assert pool.computed == 8
+    _same_table(batched.rows, pool.rows)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         dask = sweep("three_atoms", GRID, seeds=2, fixed=FIXED, out=tmp_path / "d",
