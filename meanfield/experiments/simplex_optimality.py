@@ -161,7 +161,7 @@ def run(cfg: SimplexConfig, ctx: RunContext) -> ExperimentResult:
 def _figures(history, cfg, ctx) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.4))
     Rs = np.geomspace(min(cfg.radii) / 1.5, max(cfg.radii) * 1.5, 200)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, k in enumerate(cfg.ks):
@@ -173,9 +173,15 @@ def _figures(history, cfg, ctx) -> list[str]:
                    zorder=3, s=30, label=f"projected GD, k = {k} ({cfg.starts} starts each)")
         ax2.scatter([h["R"] for h in rows], [max(abs(h["risk_error"]), 1e-17) for h in rows],
                     color=c, edgecolor="k", s=30, label=f"|risk − theory|, k = {k}")
-        ax2.scatter([h["R"] for h in rows], [max(h["cosine"], 1e-17) for h in rows], color=c,
-                    marker="^", s=30, label=f"max |cos + 1/(k−1)|, k = {k}")
-    ax.set_xscale("log")
+        geo = [max(h["cosine"], h["norm"], h["centre"], h["isometry"], 1e-17) for h in rows]
+        ax2.scatter([h["R"] for h in rows], geo, color=c, marker="^", s=30,
+                    label=f"geometry (max of cosine, norm, centre, isometry), k = {k}")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.set_xticks(list(cfg.radii))
+        a.xaxis.set_major_formatter(ScalarFormatter())
+        a.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log")
     ax.set_xlabel("feature radius R")
     ax.set_ylabel("minimal CE risk (nats)")
@@ -184,12 +190,12 @@ def _figures(history, cfg, ctx) -> list[str]:
     ax.grid(alpha=0.3, which="both")
     ax2.axhline(RISK_TOL, color="k", ls="--", lw=1, label=f"risk tolerance {RISK_TOL:g}")
     ax2.axhline(GEOM_TOL, color="0.4", ls=":", lw=1, label=f"geometry tolerance {GEOM_TOL:g}")
-    ax2.set_xscale("log")
     ax2.set_yscale("log")
+    ax2.set_ylim(1e-18, 1e-3)
     ax2.set_xlabel("feature radius R")
     ax2.set_ylabel("error (absolute)")
     ax2.set_title("Distance to the centred regular simplex, every start")
-    ax2.legend(fontsize=7, ncol=2)
+    ax2.legend(fontsize=6.5, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax2.grid(alpha=0.3, which="both")
     fig.tight_layout()
     ctx.savefig(fig, "risk_vs_R.png")
