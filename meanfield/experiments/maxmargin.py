@@ -152,8 +152,8 @@ def run(cfg: MaxMarginConfig, ctx: RunContext) -> ExperimentResult:
     errs = []
     for s, lam in enumerate(lams):
         e = [abs(last[s][f"ratio_x{_tag(x)}"] / ratio_l2[i] - 1) for i, x in enumerate(xq)]
-        errs.append(max(e))
-        summary[f"ratio_error_lam{_tag(lam)}"] = max(e)
+        errs.append(float(max(e)))
+        summary[f"ratio_error_lam{_tag(lam)}"] = float(max(e))
         summary[f"margin_error_lam{_tag(lam)}"] = abs(last[s]["margin"] * math.sqrt(2) - 1)
     for i, x in enumerate(xq):
         name = f"ratio_x{_tag(x)}"

@@ -29,6 +29,9 @@ __all__ = ["Experiment", "ExperimentResult", "RunContext", "register_experiment"
 # name -> module defining EXPERIMENT (imported on demand: no work at import time)
 _MODULES: dict[str, str] = {
     "three_atoms": "meanfield.experiments.three_atoms",
+    "three_atoms_relu": "meanfield.experiments.three_atoms_relu",
+    "maxmargin": "meanfield.experiments.maxmargin",
+    "simplex_optimality": "meanfield.experiments.simplex_optimality",
     "weight_decay": "meanfield.experiments.weight_decay",
     "ufm": "meanfield.experiments.ufm",
     "fixed_etf": "meanfield.experiments.fixed_etf",
