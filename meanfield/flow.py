@@ -18,6 +18,7 @@ where parameters grow like log t.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -367,40 +368,56 @@ def simulate(particles: Particles, data, config: FlowConfig = FlowConfig(), *,
         recorder.record(t=t, step=k, particles=p_now, outputs=f, data=data,
                         risk=risk(p_now, data, config, outputs=f))
 
-    if resumed_from is None and recorder.due(t):
-        record_now()
-    bar = progress_bar(total=config.t_end, enabled=progress, desc="flow")
-    bar.update(t)
-    while t < config.t_end * (1 - 1e-12):
-        if k >= config.max_steps:
-            raise RuntimeError(f"reached max_steps={config.max_steps} at t={t:.6g} < t_end="
-                               f"{config.t_end}; raise max_steps or use stepping='log'")
-        dt = _next_dt(config, t)
-        new = step_fn(state, dt, vel)
-        if noisy:
-            sd = torch.sqrt(2.0 * taus * dt)
-            new = tuple(x if (i > 0 and not config.train_inner) else
-                        x + sd.view(-1, *([1] * (x.dim() - 1))) *
-                        torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-                        for i, x in enumerate(new))
-        # one reduction and one host sync per step: a NaN/inf anywhere makes the sum non-finite
-        if not bool(torch.isfinite(sum(x.sum() for x in new))):
-            raise DivergenceError(
-                f"the flow diverged (NaN/inf) at step {k + 1}, t = {t + dt:.6g} (dt = {dt:.3g}); "
-                f"use a smaller step (dt{'/ds' if config.stepping == 'log' else ''}) or weight decay")
-        state, t, k = new, t + dt, k + 1
-        bar.update(dt)
-        if recorder.due(t):
+    # numba kernels run their own threads: keep torch single-threaded meanwhile
+    with _torch_threads(1 if getattr(be, "owns_threads", False) else None):
+        if resumed_from is None and recorder.due(t):
             record_now()
-        if ckpt is not None and ckpt.due():
+        bar = progress_bar(total=config.t_end, enabled=progress, desc="flow")
+        bar.update(t)
+        while t < config.t_end * (1 - 1e-12):
+            if k >= config.max_steps:
+                raise RuntimeError(f"reached max_steps={config.max_steps} at t={t:.6g} < t_end="
+                                   f"{config.t_end}; raise max_steps or use stepping='log'")
+            dt = _next_dt(config, t)
+            new = step_fn(state, dt, vel)
+            if noisy:
+                sd = torch.sqrt(2.0 * taus * dt)
+                new = tuple(x if (i > 0 and not config.train_inner) else
+                            x + sd.view(-1, *([1] * (x.dim() - 1))) *
+                            torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+                            for i, x in enumerate(new))
+            # one reduction and one host sync per step: a NaN/inf anywhere makes the sum non-finite
+            if not bool(torch.isfinite(sum(x.sum() for x in new))):
+                raise DivergenceError(
+                    f"the flow diverged (NaN/inf) at step {k + 1}, t = {t + dt:.6g} (dt = {dt:.3g}); "
+                    f"use a smaller step (dt{'/ds' if config.stepping == 'log' else ''}) or weight decay")
+            state, t, k = new, t + dt, k + 1
+            bar.update(dt)
+            if recorder.due(t):
+                record_now()
+            if ckpt is not None and ckpt.due():
+                ckpt.save(state=state, t=t, step=k, rng=gen.get_state(), recorder=recorder.state())
+        bar.close()
+        if not recorder.history or recorder.history[-1]["t"] != t:
+            record_now()
+        if ckpt is not None:
             ckpt.save(state=state, t=t, step=k, rng=gen.get_state(), recorder=recorder.state())
-    bar.close()
-    if not recorder.history or recorder.history[-1]["t"] != t:
-        record_now()
-    if ckpt is not None:
-        ckpt.save(state=state, t=t, step=k, rng=gen.get_state(), recorder=recorder.state())
-    return FlowResult(current(state), t, k, recorder.history, be.name, config, resumed_from,
-                      recorder.snapshots)
+        return FlowResult(current(state), t, k, recorder.history, be.name, config, resumed_from,
+                          recorder.snapshots)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]):
+    """Temporarily set torch's intra-op threads (None: leave them)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _run_key(particles: Particles, data: BatchedData, config: FlowConfig, seed: int) -> str:
