@@ -61,7 +61,7 @@ class ThreeAtomsReluConfig:
     lam: float = 1e-3
     scale_a: float = 1.0
     t_end: float = 1e6
-    lam_t: float = 20.0
+    lam_t: float = 10.0
     dt: float = 0.01
     ds: float = 0.005
     dt_max: float = 1.0
