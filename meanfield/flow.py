@@ -11,8 +11,8 @@ Particles follow ``d theta_i/dt = -grad V[pi](theta_i) = -m grad_{theta_i} R`` (
 ``sqrt(2 tau) dB`` for mean-field Langevin). The velocity is computed with two explicit reductions
 (see :mod:`meanfield.backends`); autograd is only the test oracle.
 
-Time stepping: ``fixed`` uses ``dt``; ``log`` uses ``dt_k = max(dt, ds * t_k)`` (a constant step
-``ds`` in log-time once ``t > dt / ds``), the regime of exponential-type losses without weight decay
+Time stepping: ``fixed`` uses ``dt``; ``log`` uses ``dt_k = min(dt_max, max(dt, ds * t_k))`` (a
+constant step ``ds`` in log-time once ``t > dt / ds``, capped at ``dt_max``), the regime of exponential-type losses without weight decay
 where parameters grow like log t.
 """
 
@@ -57,6 +57,8 @@ class FlowConfig:
         t_end: final time.
         stepping: ``fixed`` or ``log``.
         ds: log-time step for ``stepping='log'``.
+        dt_max: the largest step of ``stepping='log'`` (None: unbounded). With weight decay the
+            flow has a finite stiffness, so ``ds * t`` must stop growing somewhere.
         train_inner: False freezes (w, b) (only a moves).
         backend: backend registry name or ``auto``.
         max_steps: safety cap on the number of steps.
@@ -72,6 +74,7 @@ class FlowConfig:
     t_end: float = 10.0
     stepping: str = "fixed"
     ds: float = 0.02
+    dt_max: Optional[float] = None
     train_inner: bool = True
     backend: str = "auto"
     max_steps: int = 10_000_000
@@ -81,8 +84,10 @@ class FlowConfig:
         get_integrator(self.integrator)
         if self.stepping not in ("fixed", "log"):
             raise ValueError(f"unknown stepping {self.stepping!r}; valid: fixed, log")
-        for name in ("dt", "t_end", "ds"):
+        for name in ("dt", "t_end", "ds", "dt_max"):
             v = getattr(self, name)
+            if v is None and name == "dt_max":
+                continue
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
         for name in ("lam", "lam_a", "lam_w", "tau"):
@@ -293,6 +298,8 @@ def risk(particles: Particles, data, config: FlowConfig, *, backend: str | Backe
 # ----------------------------------------------------------------------------- the loop
 def _next_dt(cfg: FlowConfig, t: float) -> float:
     dt = cfg.dt if cfg.stepping == "fixed" else max(cfg.dt, cfg.ds * t)
+    if cfg.dt_max is not None:
+        dt = min(dt, cfg.dt_max)
     return min(dt, cfg.t_end - t)
 
 

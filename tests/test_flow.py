@@ -166,3 +166,12 @@ def test_risk_matches_definition():
     direct = (data.p * torch.nn.functional.softplus(-(2 * data.y - 1) * f[:, 0])).sum()
     direct += 0.2 * ((P.a ** 2).sum() + (P.w ** 2).sum() + (P.b ** 2).sum()) / P.m
     assert torch.allclose(risk(P, data, cfg)[0], direct, rtol=1e-12)
+
+
+def test_log_stepping_respects_dt_max():
+    from meanfield.flow import _next_dt
+    cfg = FlowConfig(stepping="log", dt=0.01, ds=0.1, dt_max=2.0, t_end=1e6)
+    assert _next_dt(cfg, 0.0) == 0.01 and _next_dt(cfg, 5.0) == pytest.approx(0.5)
+    assert _next_dt(cfg, 1e3) == 2.0
+    with pytest.raises(ValueError, match="dt_max"):
+        FlowConfig(dt_max=0.0)
