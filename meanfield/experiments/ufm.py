@@ -21,10 +21,15 @@ value at the largest root of ``t^4 - t + K tau = 0`` reaches 1/2 (a first-order 
 values differ by less than ``band / 10`` the problem is ill-conditioned (science.md §3.5): those
 points are drawn but not counted in the agreements.
 
-The extended UFM has two local minima near its threshold (``s = 0`` everywhere, ``s = t^3`` below
-a point past the threshold), so its numerical optimum is the best of ``restarts`` random starts,
-alternating initial scales 1 and 0.05 (large starts reach ``s = t^3``, small ones ``s = 0``); the
-MSE and CE UFMs have no spurious local minima and use one start.
+The extended UFM has spurious local minima: ``s = 0`` everywhere and, measured here, class-wise
+mixtures ``W2 W1 Hbar = diag(s_k)`` with some ``s_k = t^3`` and the others 0 (value
+``(j v_root + (K - j)/2) / K`` for j live classes), which random starts reach often just below the threshold at the minimal dimensions K + 1 (e.g.
+value 0.4765 instead of 0.4686 at K = 4, n = 3, lam = 0.063, 8 of 8 starts). With hidden and feature
+dimension 4K (``ext_dim``) starts of scale 1 reached the global value in 4 of 4 tries at the same
+points. The numerical optimum is the best of ``restarts`` random starts with initial scales cycling
+through 1, 2, 0.05 (large starts reach ``s = t^3``, small ones
+``s = 0``); ``ext_trapped_start_fraction`` reports how many starts ended above the global value. The
+MSE and CE UFMs have no spurious local minima (science.md §3.5) and use one start.
 
 **Tolerances** (the method's error). At a gradient norm ``g <= tol_grad = 1e-10`` the distance to a
 non-degenerate minimiser is at most ``g / h`` with ``h`` the smallest Hessian eigenvalue
@@ -43,12 +48,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from .registry import Experiment, ExperimentResult, RunContext, agreement
 
 CASES = ("mse_none", "mse_free", "ce", "ext_linear")
+SCALES = (1.0, 2.0, 0.05)  # initial scales of the extended UFM's restarts, cycled
 VALUE_TOL = 1e-9
 NORM_TOL = 1e-5
 _NAMES = {"mse_none": "MSE, no bias (orthogonal frame)", "mse_free": "MSE, free bias (simplex ETF)",
@@ -64,6 +71,8 @@ class UFMExperimentConfig:
         lam_min, lam_max, num: the log grid of weight decays.
         cases: which of ``mse_none``, ``mse_free``, ``ce``, ``ext_linear``.
         restarts: random starts of the extended UFM (best value kept).
+        ext_dim: hidden and feature dimension of the extended UFM (default 4K; overparameterising
+            removes most of its spurious minima, see above).
         band: half-width of the excluded band around the MSE/CE threshold in ``K mu``.
         tol_grad, max_iter: optimiser stop.
     """
@@ -74,7 +83,8 @@ class UFMExperimentConfig:
     lam_max: float = 0.5
     num: int = 12
     cases: tuple[str, ...] = CASES
-    restarts: int = 3
+    restarts: int = 6
+    ext_dim: Optional[int] = None
     band: float = 0.1
     tol_grad: float = 1e-10
     max_iter: int = 20_000
@@ -125,20 +135,22 @@ def ill_conditioned(case: str, K: int, n: int, lam: float, band: float) -> bool:
 
 
 def fit(case: str, K: int, n: int, lam: float, cfg: UFMExperimentConfig, seed: int, device
-        ) -> tuple[float, float, float]:
-    """(value, |W|_F^2, gradient norm) of the numerical optimum."""
+        ) -> tuple[float, float, float, list]:
+    """(value, |W|_F^2, gradient norm) of the best start, and the final value of every start."""
     from ..deep.extended_ufm import ExtendedUFMConfig, fit_extended_ufm
     from ..deep.ufm import UFMConfig, fit_ufm
     kw = dict(tol_grad=cfg.tol_grad, max_iter=cfg.max_iter)
     if case == "ext_linear":
-        best = None
+        best, values, dim = None, [], cfg.ext_dim or 4 * K
         for r in range(cfg.restarts):
-            scale = 1.0 if r % 2 == 0 else 0.05  # large starts find s = t^3, small ones s = 0
+            scale = SCALES[r % len(SCALES)]  # large starts find s = t^3, small ones s = 0
             res = fit_extended_ufm(K, n, ExtendedUFMConfig(lW2=lam, lW1=lam, lH=lam, seed=seed + r,
-                                                           init_scale=scale, **kw), device=device)
+                                                           init_scale=scale, hidden_dim=dim,
+                                                           feature_dim=dim, **kw), device=device)
+            values.append(res.value)
             if best is None or res.value < best.value:
                 best = res
-        return best.value, float((best.W2 ** 2).sum()), best.grad_norm
+        return best.value, float((best.W2 ** 2).sum()), best.grad_norm, values
     if case in ("mse_none", "mse_free"):
         c = UFMConfig(loss="mse", bias=case[4:], lW=lam, lH=lam, seed=seed, **kw)
     elif case == "ce":
@@ -147,7 +159,7 @@ def fit(case: str, K: int, n: int, lam: float, cfg: UFMExperimentConfig, seed: i
     else:
         raise ValueError(f"unknown case {case!r}; valid: {', '.join(CASES)}")
     res = fit_ufm(K, n, c, device=device)
-    return res.value, float((res.W ** 2).sum()), res.grad_norm
+    return res.value, float((res.W ** 2).sum()), res.grad_norm, [res.value]
 
 
 def run(cfg: UFMExperimentConfig, ctx: RunContext) -> ExperimentResult:
@@ -162,10 +174,12 @@ def run(cfg: UFMExperimentConfig, ctx: RunContext) -> ExperimentResult:
     history = []
     for case in cfg.cases:
         for i, lam in enumerate(lams):
-            v, w2, g = fit(case, K, n, float(lam), cfg, ctx.seed, ctx.device)
+            v, w2, g, starts = fit(case, K, n, float(lam), cfg, ctx.seed, ctx.device)
             tv, tw2 = theory(case, K, n, float(lam))
+            trapped = sum(x > tv + 1e-6 * max(1.0, tv) for x in starts)
             history.append({"case": case, "lam": float(lam), "value": v, "value_theory": tv,
                             "normW2": w2, "normW2_theory": tw2, "grad_norm": g,
+                            "starts": len(starts), "starts_trapped": trapped,
                             "excluded": ill_conditioned(case, K, n, float(lam), cfg.band)})
     summary: dict = {}
     for case in cfg.cases:
@@ -175,6 +189,10 @@ def run(cfg: UFMExperimentConfig, ctx: RunContext) -> ExperimentResult:
         agreement(summary, f"value_err_{case}", verr, 0.0, VALUE_TOL)
         agreement(summary, f"normW2_err_{case}", werr, 0.0, NORM_TOL)
         summary[f"points_{case}"] = len(rows)
+    if "ext_linear" in cfg.cases:
+        ext = [r for r in history if r["case"] == "ext_linear"]
+        summary["ext_trapped_start_fraction"] = (sum(r["starts_trapped"] for r in ext)
+                                                 / sum(r["starts"] for r in ext))
     summary["threshold_lam"] = threshold(K, n)
     if "ext_linear" in cfg.cases:
         summary["threshold_lam_ext"] = ext_threshold(K, n)

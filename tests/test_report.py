@@ -1,0 +1,110 @@
+"""``meanfield report``: tables built from summary.json, figures embedded, failures isolated."""
+
+import json
+import re
+
+import pytest
+
+from meanfield.experiments.registry import Experiment, ExperimentResult, _REGISTRY, register_experiment
+from meanfield.report import _parse_sets, main, theory_rows
+
+
+@pytest.fixture
+def toy_experiments():
+    """Two tiny registered experiments: one agrees/disagrees by construction, one raises."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Cfg:
+        x: float = 1.0
+
+    def run_ok(cfg, ctx):
+        s = {}
+        from meanfield.experiments.registry import agreement
+        agreement(s, "double", 2 * cfg.x, 2.0, 1e-12)
+        agreement(s, "square", cfg.x ** 2 + 0.5, 1.0, 0.1)   # disagrees
+        s["reported_only"] = 3.25
+        if ctx.out is not None:
+            import matplotlib.pyplot as plt
+            fig, ax = plt.subplots()
+            ax.plot([0, 1], [0, cfg.x])
+            ctx.savefig(fig, "line.png")
+        return ExperimentResult(s, [{"t": 0.0}], figures=("line.png",))
+
+    def run_bad(cfg, ctx):
+        raise RuntimeError("deliberate failure for the test")
+
+    register_experiment(Experiment("toy_ok", "toy", Cfg, run_ok, claim="2x = 2 at x = 1",
+                                   large={"x": 2.0}))
+    register_experiment(Experiment("toy_bad", "always fails", Cfg, run_bad, claim="none"))
+    yield
+    _REGISTRY.pop("toy_ok", None)
+    _REGISTRY.pop("toy_bad", None)
+
+
+def _rows_md(md: str, name: str) -> str:
+    m = re.search(rf"\| {name} \| ([^|]*) \| ([^|]*) \| ([^|]*) \| ([^|]*) \|", md)
+    assert m, f"row {name} missing"
+    return [g.strip() for g in m.groups()]
+
+
+def test_report_tables_and_failure_isolated(tmp_path, toy_experiments):
+    rc = main(["--out", str(tmp_path), "--only", "toy_bad,toy_ok"])
+    assert rc == 1  # one failure and one disagreement
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert _rows_md(md, "double") == ["2", "2", "1e-12", "yes"]
+    assert _rows_md(md, "square") == ["1", "1.5", "0.1", "NO"]
+    assert "FAILED" in md and "deliberate failure for the test" in md
+    assert "| reported_only | 3.25 |" in md
+    # HTML: the same rows, the failure, the figure with a relative path that exists
+    assert re.search(r"<td>double</td><td class='num'>2</td><td class='num'>2</td>"
+                     r"<td class='num'>1e-12</td><td class='ok'>yes</td>", html)
+    assert "<td class='bad'>NO</td>" in html and "deliberate failure" in html
+    imgs = re.findall(r"<img src='([^']+)'", html)
+    assert imgs == ["toy_ok/line.png"] and (tmp_path / imgs[0]).exists()
+    # the run directory of the good experiment is complete
+    s = json.loads((tmp_path / "toy_ok" / "summary.json").read_text())
+    assert s["double_agrees"] is True and s["square_agrees"] is False
+
+
+def test_report_size_large_and_set(tmp_path, toy_experiments):
+    assert main(["--out", str(tmp_path / "a"), "--only", "toy_ok", "--size", "large"]) == 1
+    assert _rows_md((tmp_path / "a" / "report.md").read_text(), "double")[1] == "4"
+    assert main(["--out", str(tmp_path / "b"), "--only", "toy_ok", "--size", "large",
+                 "--set", "toy_ok.x=3"]) == 1
+    assert _rows_md((tmp_path / "b" / "report.md").read_text(), "double")[1] == "6"
+
+
+def test_report_bad_arguments(tmp_path, toy_experiments, capsys):
+    assert main(["--out", str(tmp_path), "--only", "nonexistent"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--only", "toy_ok", "--set", "toy_ok.y=1"]) == 2
+    assert "unknown parameter" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--only", "toy_ok", "--set", "ufm.num=3"]) == 2
+    with pytest.raises(ValueError, match="NAME.key=value"):
+        _parse_sets(["num=3"])
+
+
+def test_theory_rows_order_and_fields():
+    s = {"a": 1.0, "a_theory": 1.0, "a_tol": 0.1, "a_agrees": True, "b": 2.0, "c_theory": 0.0}
+    assert theory_rows(s) == [("a", 1.0, 1.0, 0.1, True)]
+
+
+def test_report_runs_real_experiments(tmp_path):
+    """three_atoms and ufm at tiny sizes through the CLI; every row agrees."""
+    from meanfield.cli import main as cli
+    rc = cli(["report", "--out", str(tmp_path), "--only", "three_atoms,ufm",
+              "--set", "three_atoms.t_end=1e4", "--set", "three_atoms.m=60",
+              "--set", "ufm.num=3", "--set", "ufm.cases=mse_none,ce", "--set", "ufm.lam_min=0.02",
+              "--set", "ufm.lam_max=0.3"])
+    md = (tmp_path / "report.md").read_text()
+    assert _rows_md(md, "gap")[3] == "yes"
+    for case in ("mse_none", "ce"):
+        assert _rows_md(md, f"value_err_{case}")[3] == "yes"
+        assert _rows_md(md, f"normW2_err_{case}")[3] == "yes"
+    html = (tmp_path / "report.html").read_text()
+    for f in re.findall(r"<img src='([^']+)'", html):
+        assert (tmp_path / f).exists()
+    assert "ufm/ufm_vs_lambda.png" in html and "three_atoms/gap.png" in html
+    assert rc == 0
