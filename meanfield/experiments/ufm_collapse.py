@@ -1,0 +1,122 @@
+"""The unconstrained features model at one (lambda_W, lambda_H) point: NC metrics and |W| (issue 10).
+
+The per-point job of the atlas sweep "UFM: NC metrics against (lambda_W, lambda_H)" (science.md §3.5).
+Balanced data, K classes, n samples per class; the UFM of :func:`meanfield.deep.ufm.fit_ufm`
+(L-BFGS, float64) with
+
+- ``loss = ce``: cross-entropy with a regularised bias ``lam_b`` (Zhu et al.), feature dim K;
+- ``loss = mse_none`` / ``mse_free``: MSE without bias / with a free bias.
+
+In all three cases the global minimiser is nonzero (collapsed: H at its class means, a simplex ETF
+or, MSE without bias, an orthogonal frame) exactly when
+
+.. math::
+
+    K \\sqrt{n \\lambda_W \\lambda_H} < 1 ,
+
+and ``W = H = 0`` beyond. Reported: ``normW`` (Frobenius norm of W at the optimum) and its closed
+form ``normW_theory`` (:mod:`meanfield.theory.ufm`), ``normW_err`` = |normW - normW_theory| with
+``normW_agrees`` at ``tol`` (the optimiser's error away from the threshold, science.md §3.5: the
+band ``|K mu - 1| <= band`` is ill-conditioned and flagged ``near_threshold``), ``trivial``
+(``normW < zero_tol``), ``collapses_theory`` (K mu < 1), and the NC metrics of (H, W, b)
+(:func:`meanfield.metrics.neural_collapse`), NaN where the optimum is trivial (class means
+coincide: undefined).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .registry import Experiment, ExperimentResult, RunContext, agreement
+
+LOSSES = ("ce", "mse_none", "mse_free")
+NC_KEYS = ("nc1", "nc2_etf", "nc2_etf_w", "nc3", "gram_ortho_w")
+
+
+@dataclass(frozen=True)
+class UFMCollapseConfig:
+    """Parameters.
+
+    Attributes:
+        K: classes; n: samples per class.
+        lam_w, lam_h: weight decays of W and H (H summed over samples).
+        lam_b: weight decay of the bias (``ce`` only; > 0).
+        loss: ``ce``, ``mse_none`` or ``mse_free``.
+        tol_grad, max_iter: optimiser stop.
+        zero_tol: |W| below this is the trivial optimum.
+        tol: tolerance of ``normW`` against its closed form.
+        band: half-width in K mu of the ill-conditioned band around the threshold.
+    """
+
+    K: int = 4
+    n: int = 3
+    lam_w: float = 0.05
+    lam_h: float = 0.05
+    lam_b: float = 0.01
+    loss: str = "ce"
+    tol_grad: float = 1e-10
+    max_iter: int = 20_000
+    zero_tol: float = 1e-3
+    tol: float = 1e-4
+    band: float = 0.1
+
+
+def _theory_norm(cfg: UFMCollapseConfig) -> float:
+    from ..theory.ufm import ce_ufm, mse_ufm
+    if cfg.loss == "ce":
+        s = ce_ufm(cfg.K, cfg.n, cfg.lam_w, cfg.lam_h, cfg.lam_b)
+    else:
+        s = mse_ufm(cfg.K, cfg.n, cfg.lam_w, cfg.lam_h, bias=cfg.loss[4:])
+    return math.sqrt(max(float(s.norm_W2), 0.0))
+
+
+def run(cfg: UFMCollapseConfig, ctx: RunContext) -> ExperimentResult:
+    from ..deep.ufm import UFMConfig, fit_ufm
+    from ..metrics import neural_collapse
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; valid: {', '.join(LOSSES)}")
+    for k in ("lam_w", "lam_h"):
+        v = getattr(cfg, k)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{k} must be > 0 (the threshold needs both penalties), got {v!r}")
+    if cfg.loss == "ce" and not cfg.lam_b > 0:
+        raise ValueError(f"loss='ce' regularises the bias: lam_b must be > 0, got {cfg.lam_b!r}")
+    kw = dict(lW=cfg.lam_w, lH=cfg.lam_h, tol_grad=cfg.tol_grad, max_iter=cfg.max_iter, seed=ctx.seed)
+    if cfg.loss == "ce":
+        uc = UFMConfig(loss="cross_entropy", bias="regularised", lb=cfg.lam_b, feature_dim=cfg.K, **kw)
+    else:
+        uc = UFMConfig(loss="mse", bias=cfg.loss[4:], **kw)
+    res = fit_ufm(cfg.K, cfg.n, uc, device=ctx.device)
+    normW = float(res.W.norm())
+    mu = math.sqrt(cfg.n * cfg.lam_w * cfg.lam_h)
+    summary: dict = {}
+    agreement(summary, "normW", normW, _theory_norm(cfg), cfg.tol)
+    summary.update({"normW_err": abs(normW - summary["normW_theory"]), "K_mu": cfg.K * mu,
+                    "collapses_theory": cfg.K * mu < 1.0, "trivial": normW < cfg.zero_tol,
+                    "near_threshold": abs(cfg.K * mu - 1.0) <= cfg.band, "value": res.value,
+                    "grad_norm": res.grad_norm, "converged": res.converged})
+    nc = None
+    if normW >= cfg.zero_tol:
+        try:
+            nc = neural_collapse(res.H.T, res.labels, classifier=res.W,
+                                 bias=res.b if cfg.loss != "mse_none" else None)
+        except ValueError:
+            nc = None
+    for k in NC_KEYS:
+        v = getattr(nc, k) if nc is not None else None
+        summary[k] = float("nan") if v is None else float(v)
+    return ExperimentResult(summary, [dict(summary)])
+
+
+EXPERIMENT = Experiment(
+    name="ufm_collapse",
+    description="UFM (CE / MSE) at one (lam_w, lam_h): |W| against its closed form, NC metrics; "
+                "collapsed iff K sqrt(n lam_w lam_h) < 1 (atlas, science.md §3.5)",
+    config=UFMCollapseConfig,
+    run=run,
+    claim="the UFM optimum is collapsed (|W| > 0, NC) iff K·√(n λ_W λ_H) < 1, W = H = 0 beyond",
+    large={"K": 10, "n": 20},
+)
