@@ -36,6 +36,9 @@ _MODULES: dict[str, str] = {
     "ufm": "meanfield.experiments.ufm",
     "fixed_etf": "meanfield.experiments.fixed_etf",
     "width_limit": "meanfield.experiments.width_limit",
+    "enclosure": "meanfield.experiments.enclosure",
+    "deep_collapse": "meanfield.experiments.deep_collapse",
+    "ufm_collapse": "meanfield.experiments.ufm_collapse",
 }
 _REGISTRY: dict[str, "Experiment"] = {}
 
