@@ -66,6 +66,8 @@ class Panel:
     collapsed_below: bool = True
     theory: Optional[Theory] = None
     predict: Optional[Callable[[Mapping], bool]] = None
+    logx: bool = False
+    logy: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def _enc_panel(key, title, fixed_extra: Mapping, base=None):
                  "weight decay λ (log scale)", "nc1", "NC1 of the penultimate features",
                  _ENC_THR, {k: {"t": _T[k], "lam": _LAM[k]} for k in SIZES},
                  {k: dict(v, **fixed_extra) for k, v in base.items()}, True, _HULL,
-                 lambda p: p["t"] <= _T_HULL)
+                 lambda p: p["t"] <= _T_HULL, logy=True)
 
 
 ATLAS: dict[str, AtlasEntry] = {}
@@ -151,13 +153,13 @@ _add(AtlasEntry(
                                                  {"p3": _P3["default"], "p2": _P2["default"]},
                                                  {"p3": _P3["large"], "p2": _P2["large"]}),
            _s({"m": 60, "t_end": 1e4}, {}, {"m": 3000}), True, _THREE_THEORY,
-           lambda p: abs(_gap_law(p)) < 0.05),
+           lambda p: abs(_gap_law(p)) < 0.05, logx=True),
      Panel("relu", "three_atoms_relu", "trainable ReLU, λ = 0", "p3", "p2",
            "p₃/p₁ (mass of atom +1 over atom −1; log scale)", "p₂/p₁ (mass of atom 0)",
            "|gap_lam0|", "|f(1) − f(−1)|", 0.05, _s({"p3": _P3["small"], "p2": _P2["small"]},
                                                       {"p3": "0.25,1,2,8", "p2": "0.5,2"},
                                                       {"p3": _P3["large"], "p2": _P2["large"]}),
-           _REL_FIX, True, _THREE_REF, lambda p: abs(_gap_law(p)) < 0.05)),
+           _REL_FIX, True, _THREE_REF, lambda p: abs(_gap_law(p)) < 0.05, logx=True)),
     _s(1, 2, 4)))
 
 _add(AtlasEntry(
@@ -200,7 +202,7 @@ _add(AtlasEntry(
               {"lam": "1e-5:3e-2:8:log", "depth": "2,3,4,5,6,7"}),
            _s({"per_class": 20, "epochs": 3, "width": 32}, {}, {"dataset": "mnist_subset",
                                                               "per_class": 500, "epochs": 100,
-                                                              "width": 256})),),
+                                                              "width": 256}), logx=True),),
     _s(1, 2, 3)))
 
 _UFM_GRID = _s({"lam_w": "0.01,0.5", "lam_h": "0.01,0.5"},
@@ -216,10 +218,10 @@ _add(AtlasEntry(
     "the dashed line K·√(n λ_W λ_H) = 1 is the theorem (Zhu et al. 2021; science.md §3.5)",
     (Panel("sweep", "ufm_collapse", "‖W‖_F at the optimum", "lam_w", "lam_h",
            "λ_W (weight decay of W; log scale)", "λ_H (weight decay of H; log scale)", "normW",
-           "‖W‖_F", 1e-3, _UFM_GRID, _UFM_FIX, False, _UFM, lambda p: _ufm_fn(p) < 0),
+           "‖W‖_F", 1e-3, _UFM_GRID, _UFM_FIX, False, _UFM, lambda p: _ufm_fn(p) < 0, True, True),
      Panel("sweep", "ufm_collapse", "NC2: ETF distance of W (blank: W = 0)", "lam_w", "lam_h",
            "λ_W (weight decay of W; log scale)", "λ_H (weight decay of H; log scale)",
-           "nc2_etf_w", "NC2 of W", 1e-3, _UFM_GRID, _UFM_FIX, True, _UFM, None)),
+           "nc2_etf_w", "NC2 of W", 1e-3, _UFM_GRID, _UFM_FIX, True, _UFM, None, True, True)),
     _s(1, 2, 3)))
 
 
@@ -478,8 +480,7 @@ def plot_entry(entry: AtlasEntry, d: Path, *, size: str = "default") -> Path:
         rows = _rows(p, d)
         try:
             plot_phase(rows, p.x, p.y, p.metric, threshold=p.threshold, theory=p.theory or False,
-                       ax=ax, collapsed_below=p.collapsed_below, logx=_log(p.grid[size].get(p.x)),
-                       logy=_log(p.grid[size].get(p.y)),
+                       ax=ax, collapsed_below=p.collapsed_below, logx=p.logx, logy=p.logy,
                        title=f"{p.title}\n{p.label}: {'<' if p.collapsed_below else '>'} "
                              f"{p.threshold:g} = collapsed")
         except ValueError as e:
@@ -488,6 +489,11 @@ def plot_entry(entry: AtlasEntry, d: Path, *, size: str = "default") -> Path:
             continue
         ax.set_xlabel(p.xlabel)
         ax.set_ylabel(p.ylabel)
+        leg = ax.get_legend()
+        if leg is not None and not p.collapsed_below:  # blue is the collapsed side either way
+            for t in leg.get_texts():
+                t.set_text(t.get_text().replace("(not collapsed on the blue side)",
+                                                "(collapsed on the blue side)"))
         cb = fig.axes[-1]
         if cb is not ax:
             cb.set_ylabel(f"{p.label}, mean over {seeds} seed(s)")

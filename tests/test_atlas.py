@@ -1,0 +1,99 @@
+"""The collapse atlas: every entry runs at the small size and draws its figure; the page is computed
+from the results; the per-point experiments measure what they say (closed forms where they exist)."""
+
+import math
+
+import pytest
+
+from meanfield import atlas
+from meanfield.experiments.registry import get_experiment, list_experiments, run_experiment
+
+
+@pytest.fixture(scope="module")
+def small_atlas(tmp_path_factory):
+    out = tmp_path_factory.mktemp("atlas")
+    page = atlas.run_atlas(out, size="small", backend="dense", width_limit=False)
+    return out, page
+
+
+def test_every_entry_names_registered_experiments_statistic_and_threshold():
+    names = set(list_experiments())
+    assert {"three_atoms", "enclosure", "activation", "deep_digits", "ufm"} <= set(atlas.ATLAS)
+    for e in atlas.ATLAS.values():
+        assert e.statistic and "collapsed" in e.statistic
+        for p in e.panels:
+            assert p.experiment in names
+            assert math.isfinite(p.threshold)
+            for size in atlas.SIZES:
+                get_experiment(p.experiment)
+                assert set(p.grid[size]) == {p.x, p.y}
+    with pytest.raises(ValueError, match="valid"):
+        atlas.get_atlas("nope")
+
+
+def test_small_atlas_draws_every_figure_and_page(small_atlas):
+    out, page = small_atlas
+    text = (out / "atlas.md").read_text()
+    for name in atlas.ATLAS:
+        png = out / name / f"{name}.png"
+        assert png.exists() and png.stat().st_size > 10_000, name
+        assert f"{name}/{name}.png" in text
+    assert page.exists() and "<img src='three_atoms/three_atoms.png'" in page.read_text()
+
+
+def test_reading_is_computed_from_the_results(small_atlas):
+    out, _ = small_atlas
+    e = atlas.get_atlas("three_atoms")
+    frozen = e.panels[0]
+    st = atlas.panel_stats(frozen, atlas._rows(frozen, out / "three_atoms"))
+    # frozen features: the gap tends to log(p3 / 2 p1) (science.md §3.2), so at p3/p1 = 0.25 and 4
+    # it is far from 0 (|log 8| and |log 2|), never collapsed, and the theory side agrees
+    assert st["n"] == 2 and st["collapsed"] == 0 and st["agree"] == 2
+    for x, y, mean, *_ in st["cells"]:
+        assert abs(mean - abs(math.log(x / 2.0))) < 0.05
+    assert st["theory_x"][1.0] and abs(st["theory_x"][1.0][0] - 2.0) < 0.05
+    para = atlas.reading(e, out / "three_atoms")
+    assert "collapsed at 0 of 2" in para and "p3 = 2" in para
+
+
+def test_ufm_sweep_agrees_with_the_threshold(small_atlas):
+    out, _ = small_atlas
+    p = atlas.get_atlas("ufm").panels[0]
+    rows = atlas._rows(p, out / "ufm")
+    assert rows and all(r["normW_agrees"] for r in rows)
+    st = atlas.panel_stats(p, rows)
+    assert st["agree"] == st["compared"] == 4
+    # the only trivial optimum is the corner beyond K sqrt(n lW lH) = 1
+    trivial = [(c[0], c[1]) for c in st["cells"] if not c[5]]
+    assert trivial == [(0.5, 0.5)]
+
+
+def test_crossings_interpolate_in_log_x():
+    xs = atlas._crossings([(1.0, 0.0), (100.0, 2.0)], 1.0)
+    assert xs == [pytest.approx(10.0)]
+    assert atlas._crossings([(0.0, 0.0), (1.0, 2.0)], 0.5) == [pytest.approx(0.25)]
+
+
+def test_enclosure_models_and_homogeneous_input():
+    base = {"n": 40, "t": 0.0, "lam": 1e-2}
+    mf = run_experiment("enclosure", dict(base, m=60, t_end=5.0), write=False, backend="dense").summary
+    deep = run_experiment("enclosure", dict(base, model="deep", width=8, epochs=150), write=False).summary
+    for s in (mf, deep):
+        assert 0.0 <= s["nc1"] < 10 and s["spread"] >= 0 and s["hull_fraction"] == 0.0
+    assert deep["accuracy"] > 0.9   # the constant input lets the homogeneous net separate
+    s = run_experiment("enclosure", dict(base, t=1.0, m=20, t_end=0.5), write=False, backend="dense").summary
+    assert s["nonconvex"] and abs(s["hull_fraction"] - 1.0) < 1e-12
+    with pytest.raises(ValueError, match="valid"):
+        run_experiment("enclosure", {"model": "cnn"}, write=False)
+
+
+def test_ufm_collapse_matches_closed_form_on_both_sides():
+    for lw, trivial in ((0.02, False), (0.5, True)):
+        s = run_experiment("ufm_collapse", {"lam_w": lw, "lam_h": 0.05, "tol_grad": 1e-8,
+                                            "max_iter": 2000}, write=False).summary
+        assert s["trivial"] is trivial and s["collapses_theory"] is (not trivial)
+        assert s["normW_agrees"]
+        if not trivial:
+            assert s["nc1"] < 1e-8 and s["nc2_etf_w"] < 1e-5
+        else:
+            assert math.isnan(s["nc1"])
