@@ -489,11 +489,6 @@ def plot_entry(entry: AtlasEntry, d: Path, *, size: str = "default") -> Path:
             continue
         ax.set_xlabel(p.xlabel)
         ax.set_ylabel(p.ylabel)
-        leg = ax.get_legend()
-        if leg is not None and not p.collapsed_below:  # blue is the collapsed side either way
-            for t in leg.get_texts():
-                t.set_text(t.get_text().replace("(not collapsed on the blue side)",
-                                                "(collapsed on the blue side)"))
         cb = fig.axes[-1]
         if cb is not ax:
             cb.set_ylabel(f"{p.label}, mean over {seeds} seed(s)")

@@ -1,4 +1,4 @@
-"""The ``meanfield`` command: run, list, info, bench (and sweep, plot, report where installed)."""
+"""The ``meanfield`` command: run, list, info, bench, sweep, plot, report, atlas."""
 
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ _DELEGATED = {
     "sweep": ("meanfield.sweep", "run an experiment over a grid of parameters (resumable) and draw a phase diagram"),
     "plot": ("meanfield.sweep", "redraw a sweep's phase diagram from its results.csv"),
     "report": ("meanfield.report", "run every experiment at a small size and write the claims page"),
+    "atlas": ("meanfield.atlas", "run/resume the collapse atlas (phase diagrams) and write its page"),
 }
 
 

@@ -244,7 +244,7 @@ def plot_phase(results, x: str, y: Optional[str], metric: str, *, threshold: Opt
         if threshold is not None and len(xs) > 1 and len(ys) > 1 and min(finite) < threshold < max(finite):
             ax.contour(xs, ys, Z, levels=[threshold], colors="k", linewidths=1.8)
             handles.append(Line2D([], [], color="k", lw=1.8,
-                                  label=f"measured: {metric} = {threshold:g} ({side[0]} on the blue side)"))
+                                  label=f"measured: {metric} = {threshold:g} (collapsed on the blue side)"))
         if metric.startswith("|") and len(xs) > 1 and len(ys) > 1:
             signed = np.ma.masked_invalid(np.array(_cells(rows, x, y, metric[1:-1])[2], dtype=float))
             if signed.count() and signed.min() < 0 < signed.max():
@@ -281,7 +281,7 @@ def plot_phase(results, x: str, y: Optional[str], metric: str, *, threshold: Opt
         ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16),
                   ncol=1, frameon=False)
     if title is None:
-        thr = f"; threshold {threshold:g} ({side[0]} {'below' if collapsed_below else 'above'})" \
+        thr = f"; threshold {threshold:g} (collapsed {'below' if collapsed_below else 'above'})" \
             if threshold is not None else "; no threshold stated"
         title = (f"{experiment + ': ' if experiment else ''}mean of {metric} over "
                  f"{seeds} seed{'s' if seeds != 1 else ''}{thr}")

@@ -292,7 +292,11 @@ def _html(entries: Sequence[ReportEntry], size: str, device: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``meanfield report``."""
+    """Entry point of ``meanfield report`` (``meanfield report --atlas ...`` runs the atlas page)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--atlas" in argv:
+        from .atlas import main as atlas_main
+        return atlas_main([a for a in argv if a != "--atlas"])
     p = argparse.ArgumentParser(prog="meanfield report", description="Run every registered "
                                 "experiment and write OUT/report.html and OUT/report.md.")
     p.add_argument("--out", default="report", help="report folder (default ./report)")
@@ -303,7 +307,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",
                    help="override one experiment's parameter (repeatable), e.g. ufm.num=6")
-    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    p.add_argument("--atlas", action="store_true",
+                   help="write the collapse atlas instead (see `meanfield atlas --help`)")
+    args = p.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     try:
         if args.device.startswith("cuda"):
