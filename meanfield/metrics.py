@@ -48,6 +48,12 @@ NC_FIELDS = ("nc1", "nc2_equinorm", "nc2_equinorm_w", "nc2_equiangular", "nc2_et
              "nc3", "nc4", "gram_ortho_w", "gram_ortho_h")
 
 
+
+
+class DegenerateMeansError(ValueError):
+    """The centred class means span fewer than C - 1 dimensions (e.g. a network whose features
+    died): NC1 and the ETF distances are undefined. Callers that train may catch it and log NaN."""
+
 @dataclass(frozen=True)
 class NCMetrics:
     """The collapse metrics of science.md §1 (None where the inputs do not allow one).
@@ -192,7 +198,7 @@ def _assemble(Mu: Tensor, W: Optional[Tensor], U: Tensor, S: Tensor, logits: Opt
     cut = rtol * lam[-1].clamp_min(0)
     rank = int((lam > cut).sum()) if lam[-1] > 0 else 0
     if rank < C - 1:
-        raise ValueError(f"the centred class means are degenerate: they span {rank} < C-1 = {C - 1} "
+        raise DegenerateMeansError(f"the centred class means are degenerate: they span {rank} < C-1 = {C - 1} "
                          f"dimensions (Gram eigenvalues {lam.tolist()}, cutoff {float(cut):.3g}); "
                          "Sigma_B has no rank-(C-1) pseudo-inverse. Two class means coincide or "
                          "all features are equal")

@@ -211,3 +211,21 @@ def test_bad_inputs_raise():
         etf_weight(1)
     with pytest.raises(ValueError, match="lam"):
         layer_balance(DeepHomogeneousMLP(3, 4, 2, 3, dtype=F64), _one_hot_samples(3), 0.0)
+
+
+def test_training_logs_nan_metrics_when_features_die():
+    """A net whose features are all zero has degenerate class means: the metrics are NaN and
+    flagged, and training does not stop."""
+    import math
+    from meanfield.deep.models import DeepHomogeneousMLP
+    from meanfield.deep.train import TrainConfig, evaluate
+    from meanfield.metrics import DegenerateMeansError, neural_collapse
+    X = torch.randn(30, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    s = Samples.from_masses(X, torch.arange(30) % 3, dtype=torch.float64)
+    model = DeepHomogeneousMLP(4, 8, 3, 3, dtype=torch.float64)
+    with torch.no_grad():
+        model.layers()[0][0].zero_()  # every feature is 0
+    with pytest.raises(DegenerateMeansError, match="degenerate"):
+        neural_collapse(model.features(s.X), s.y)
+    row = evaluate(model, s, TrainConfig(), metrics=True)
+    assert row["nc_degenerate"] == 1.0 and math.isnan(row["nc1"])

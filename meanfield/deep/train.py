@@ -187,8 +187,11 @@ def collect_features(model: nn.Module, samples: Samples, config: TrainConfig = T
 
 def evaluate(model: nn.Module, samples: Samples, config: TrainConfig = TrainConfig(), *,
              metrics: bool = False) -> dict:
-    """Loss, objective, (mass-weighted) accuracy and optionally the NC metrics, in eval mode."""
-    from ..metrics import neural_collapse
+    """Loss, objective, (mass-weighted) accuracy and optionally the NC metrics, in eval mode.
+
+    When the class means of the features are degenerate (features died), the NC metrics are NaN
+    and ``nc_degenerate`` is 1 instead of the run stopping."""
+    from ..metrics import NC_FIELDS, DegenerateMeansError, neural_collapse
     h, f = collect_features(model, samples, config)
     p = _masses(samples, config)
     loss = get_loss(config.loss)
@@ -201,9 +204,15 @@ def evaluate(model: nn.Module, samples: Samples, config: TrainConfig = TrainConf
     if metrics:
         W = model.classifier.weight.detach()
         b = getattr(model.classifier, "bias", None)
-        nc = neural_collapse(h, samples.y, classifier=W, bias=None if b is None else b.detach(),
-                             weights=p)
-        row.update({k: v for k, v in nc.as_dict().items() if v is not None})
+        try:
+            nc = neural_collapse(h, samples.y, classifier=W, bias=None if b is None else b.detach(),
+                                 weights=p)
+        except DegenerateMeansError:  # dead features: a training outcome, not an input error
+            row.update({k: float("nan") for k in NC_FIELDS})
+            row["nc_degenerate"] = 1.0
+        else:
+            row.update({k: v for k, v in nc.as_dict().items() if v is not None})
+            row["nc_degenerate"] = 0.0
     return row
 
 

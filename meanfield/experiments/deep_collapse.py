@@ -80,6 +80,7 @@ def run(cfg: DeepCollapseConfig, ctx: RunContext) -> ExperimentResult:
     last = res.history[-1]
     summary = {k: last.get(k, float("nan")) for k in METRICS}
     summary.update({"loss": last["loss"], "accuracy": last["accuracy"], "epochs": res.epochs,
+                    "nc_degenerate": last.get("nc_degenerate", float("nan")),
                     "num_classes": C, "n": s.n,
                     "nc_loss_floor": nc_loss_without_decay((C - 1) / C, C, loss_scale=1.0 / C)})
     hist = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in res.history]
