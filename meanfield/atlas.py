@@ -190,19 +190,24 @@ _add(AtlasEntry(
     _s(1, 2, 4)))
 
 _add(AtlasEntry(
-    "deep_digits", "Deep homogeneous ReLU nets on digits (8×8): NC1 against weight decay and depth",
-    "bounded regime (MSE with weight decay λ > 0): NC1 of the penultimate features after a fixed "
-    "SGD budget; collapsed when below 0.1",
+    "deep_digits", "Deep homogeneous ReLU nets on digits (8×8): NC1 and NC3 against weight decay and depth",
+    "bounded regime (MSE with weight decay λ > 0): NC1 of the penultimate features (collapsed "
+    "below 0.1) and NC3, the self-duality of the classifier and the centred means (collapsed "
+    "below 0.3), after a fixed SGD budget",
     "no closed-form boundary: science.md §3.4 says NC needs λ > 0 at critical points, not where "
     "a finite budget gets; no line is drawn",
-    (Panel("nc1", "deep_collapse", "bias-free ReLU MLP, MSE, SGD + momentum", "lam", "depth",
-           "weight decay λ (log scale)", "depth L (weight matrices)", "nc1",
-           "NC1 of the penultimate features", 0.1,
-           _s({"lam": "1e-4,1e-2", "depth": "2,3"}, {"lam": "1e-4:1e-2:4:log", "depth": "2,3,4,5"},
-              {"lam": "1e-5:3e-2:8:log", "depth": "2,3,4,5,6,7"}),
-           _s({"per_class": 20, "epochs": 3, "width": 32}, {}, {"dataset": "mnist_subset",
-                                                              "per_class": 500, "epochs": 100,
-                                                              "width": 256}), logx=True),),
+    tuple(Panel(key, "deep_collapse", title, "lam", "depth",
+                "weight decay λ (log scale)", "depth L (weight matrices)", key, label, thr,
+                _s({"lam": "1e-4,1e-2", "depth": "2,3"},
+                   {"lam": "1e-4:1e-2:4:log", "depth": "2,3,4,5"},
+                   {"lam": "1e-5:3e-2:8:log", "depth": "2,3,4,5,6,7"}),
+                # 300 epochs: NC1 is still falling at 30 (0.2) and reaches ~0.02 at 600 for small λ
+                _s({"per_class": 20, "epochs": 3, "width": 32}, {"epochs": 300},
+                   {"dataset": "mnist_subset", "per_class": 500, "epochs": 600, "width": 256}),
+                logx=True)
+          for key, title, label, thr in (
+              ("nc1", "NC1 (variability collapse)", "NC1 of the penultimate features", 0.1),
+              ("nc3", "NC3 (self-duality of W and the means)", "NC3, ‖W/‖W‖ − M/‖M‖‖²", 0.3))),
     _s(1, 2, 3)))
 
 _UFM_GRID = _s({"lam_w": "0.01,0.5", "lam_h": "0.01,0.5"},
