@@ -175,3 +175,21 @@ def test_log_stepping_respects_dt_max():
     assert _next_dt(cfg, 1e3) == 2.0
     with pytest.raises(ValueError, match="dt_max"):
         FlowConfig(dt_max=0.0)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_dense_chunking_does_not_change_results(k):
+    """Tiny budgets force many chunks over particles and samples (sizes not multiples of them)."""
+    from meanfield.activations import get_activation
+    from meanfield.backends.dense import DenseBackend
+    g = torch.Generator().manual_seed(0)
+    B, m, n, d = 3, 37, 23, 2
+    a, w = torch.randn(B, m, k, generator=g, dtype=torch.float64), torch.randn(B, m, d, generator=g, dtype=torch.float64)
+    b, X = torch.randn(B, m, generator=g, dtype=torch.float64), torch.randn(1, n, d, generator=g, dtype=torch.float64)
+    gg = torch.randn(B, n, k, generator=g, dtype=torch.float64)
+    act = get_activation("tanh")
+    small, big = DenseBackend(budget=40), DenseBackend(budget=2 ** 30)
+    assert small._chunks(B, m, n) != big._chunks(B, m, n)
+    assert torch.allclose(small.outputs(act, a, w, b, X), big.outputs(act, a, w, b, X), rtol=1e-12, atol=1e-14)
+    for u, v in zip(small.velocities(act, a, w, b, X, gg), big.velocities(act, a, w, b, X, gg)):
+        assert torch.allclose(u, v, rtol=1e-12, atol=1e-14)
