@@ -249,7 +249,7 @@ def neural_collapse(features, labels, *, classifier=None, bias=None, weights=Non
         ValueError: NaN/inf, shape mismatches, labels out of range, a class without samples or
             mass, a single class, C - 1 > p, negative weights, degenerate class means.
     """
-    H = torch.as_tensor(features)
+    H = torch.as_tensor(features).detach()  # metrics are measurements: never part of a graph
     if not H.is_floating_point():
         H = H.to(torch.get_default_dtype())
     if H.dim() != 2:
@@ -270,8 +270,8 @@ def neural_collapse(features, labels, *, classifier=None, bias=None, weights=Non
     if bias is not None and classifier is None:
         raise ValueError("a bias was given without a classifier; pass classifier=W too")
     if classifier is not None:
-        W = torch.as_tensor(classifier, device=H.device).to(H.dtype)
-        b = None if bias is None else torch.as_tensor(bias, device=H.device).to(H.dtype).reshape(-1)
+        W = torch.as_tensor(classifier, device=H.device).detach().to(H.dtype)
+        b = None if bias is None else torch.as_tensor(bias, device=H.device).detach().to(H.dtype).reshape(-1)
         if W.dim() != 2 or W.shape[1] != q or W.shape[0] not in (C, 1) or (W.shape[0] == 1 and C != 2):
             raise ValueError(f"shape mismatch: classifier must be (C, p) = ({C}, {q}) (or (1, {q}) "
                              f"for a binary classifier); got {tuple(W.shape)}")
