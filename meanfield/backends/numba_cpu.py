@@ -31,6 +31,8 @@ Conventions match :class:`meanfield.backends.dense.DenseBackend` and :mod:`meanf
 exactly: relu'(0) = 0, leaky relu slope 0.01 for z <= 0, smoothstep clamped to [0, 1], softplus
 with torch's threshold (z for z > 20). Arithmetic uses ``fastmath`` contraction (FMA) and
 no-signed-zero only: NaN and inf propagate (divergence detection relies on it).
+In float32, tanh (and sigmoid = (1 + tanh(z/2))/2) is Eigen's rational approximation (max abs
+error 3.4e-7, a few float32 ulps); float64 uses libm.
 """
 
 from __future__ import annotations
