@@ -49,6 +49,7 @@ class Panel:
         fixed: size -> parameters set for every point.
         theory: the theory (or reference) boundary, zero set of ``theory.fn``.
         predict: params -> True where the theory says "collapsed" (for the agreement count).
+        vmax: top of the colour scale (larger values saturate; None: the largest value).
     """
 
     key: str
@@ -68,6 +69,7 @@ class Panel:
     predict: Optional[Callable[[Mapping], bool]] = None
     logx: bool = False
     logy: bool = False
+    vmax: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ def _enc_panel(key, title, fixed_extra: Mapping, base=None):
                  "weight decay λ (log scale)", "nc1", "NC1 of the penultimate features",
                  _ENC_THR, {k: {"t": _T[k], "lam": _LAM[k]} for k in SIZES},
                  {k: dict(v, **fixed_extra) for k, v in base.items()}, True, _HULL,
-                 lambda p: p["t"] <= _T_HULL, logy=True)
+                 lambda p: p["t"] <= _T_HULL, logy=True,
+                 vmax=1.0)  # NC1 >= 1: no collapse at all; trivial nets reach 300 and wash out the map
 
 
 ATLAS: dict[str, AtlasEntry] = {}
@@ -486,6 +489,7 @@ def plot_entry(entry: AtlasEntry, d: Path, *, size: str = "default") -> Path:
         try:
             plot_phase(rows, p.x, p.y, p.metric, threshold=p.threshold, theory=p.theory or False,
                        ax=ax, collapsed_below=p.collapsed_below, logx=p.logx, logy=p.logy,
+                       vrange=None if p.vmax is None else (0.0, p.vmax),
                        title=f"{p.title}\n{p.label}: {'<' if p.collapsed_below else '>'} "
                              f"{p.threshold:g} = collapsed")
         except ValueError as e:
@@ -496,7 +500,8 @@ def plot_entry(entry: AtlasEntry, d: Path, *, size: str = "default") -> Path:
         ax.set_ylabel(p.ylabel)
         cb = fig.axes[-1]
         if cb is not ax:
-            cb.set_ylabel(f"{p.label}, mean over {seeds} seed(s)")
+            cb.set_ylabel(f"{p.label}, mean over {seeds} seed(s)"
+                          + ("" if p.vmax is None else f" (≥ {p.vmax:g} saturates)"))
     for j in range(n, nrow * ncol):
         axs[j // ncol][j % ncol].set_visible(False)
     fig.suptitle(f"{entry.title}\n{seeds} seed(s) per point; size '{size}'", fontsize=12)
