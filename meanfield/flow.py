@@ -21,14 +21,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from .activations import get_activation
 from .backends import Backend, resolve_backend
 from .data.base import Samples, as_samples
 from .losses import get_loss

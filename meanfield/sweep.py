@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .record import atomic_write, read_history, write_history, write_json
+from .record import read_history, write_history, write_json
 from .sweep_exec import Point, execute, make_units
 
 __all__ = ["Axis", "SweepResult", "SweepLockedError", "parse_grid", "sweep", "load_results",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cases import THREE_ATOM_CASES, THREE_ATOM_TOL, three_atom_gap
-from meanfield import (DivergenceError, FlowConfig, Particles, Recorder, Samples, list_activations,
+from meanfield import (DivergenceError, FlowConfig, Particles, Recorder, Samples,
                        risk, simulate, velocity)
 from meanfield.activations import register_activation
 from meanfield.experiments.three_atoms import POSITIONS, three_atom_samples

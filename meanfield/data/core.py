@@ -10,7 +10,6 @@ Masses: a component or class weight is a *relative* weight, divided by the sum o
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence
 
 import torch

@@ -20,9 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
 
-from .registry import Experiment, ExperimentResult, RunContext
+from .registry import Experiment, ExperimentResult, RunContext, parse_dtype
 
 METRICS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc2_etf", "nc2_etf_w", "nc3", "nc4")
 
@@ -66,9 +65,7 @@ def run(cfg: DeepCollapseConfig, ctx: RunContext) -> ExperimentResult:
         raise ValueError(f"need depth >= 2, width, epochs, per_class, batch_size >= 1; got "
                          f"depth={cfg.depth}, width={cfg.width}, epochs={cfg.epochs}, "
                          f"per_class={cfg.per_class}, batch_size={cfg.batch_size}")
-    if cfg.dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
-    dtype = getattr(torch, cfg.dtype)
+    dtype = parse_dtype(cfg.dtype)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, per_class=cfg.per_class)
     s = data.sample(seed=0, dtype=dtype, device=ctx.device)  # the same images for every seed
     C = s.num_classes

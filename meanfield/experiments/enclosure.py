@@ -48,7 +48,7 @@ import torch
 
 from ..data import Enclosure
 from ..data.base import Samples
-from .registry import Experiment, ExperimentResult, RunContext
+from .registry import Experiment, ExperimentResult, RunContext, parse_dtype
 
 MODELS = ("meanfield", "two_layer", "deep")
 BATCH_KEYS = ("t", "lam")
@@ -97,8 +97,7 @@ def _check(cfg: EnclosureConfig) -> None:
         raise ValueError(f"t must lie in [0, 1] (0 convex, 1 enclosed), got {cfg.t!r}")
     if not (math.isfinite(cfg.lam) and cfg.lam >= 0):
         raise ValueError(f"lam must be finite and >= 0, got {cfg.lam!r}")
-    if cfg.dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be float64 or float32, got {cfg.dtype!r}")
+    parse_dtype(cfg.dtype)
     get_activation(cfg.activation)
     for k in ("m", "width", "n", "epochs"):
         if getattr(cfg, k) < 1:
@@ -113,7 +112,7 @@ def samples(t: float, n: int, seed: int, dtype=torch.float64, device="cpu") -> S
 
 
 def _summary(h, f, W, b, s: Samples, cfg: EnclosureConfig, extra: dict) -> dict:
-    from ..metrics import neural_collapse, output_collapse
+    from ..metrics import neural_collapse
     summary = _output_stats(f, s)
     try:
         nc = neural_collapse(h, s.y, classifier=W, bias=b, weights=s.p)
@@ -160,7 +159,7 @@ def _meanfield(cfgs: list, seeds: list, ctx: RunContext) -> list[dict]:
         diff = [k for k in shared if getattr(c, k) != getattr(c0, k)]
         if diff:
             raise ValueError(f"systems of one batch must share {', '.join(diff)}; group them first")
-    dtype = getattr(torch, c0.dtype)
+    dtype = parse_dtype(c0.dtype)
     data = [samples(c.t, c.n, s, dtype, ctx.device) for c, s in zip(cfgs, seeds)]
     parts = [Particles.gaussian(c0.m, 2, 1, activation=c0.activation, seed=s, dtype=dtype,
                                 device=ctx.device) for s in seeds]
@@ -192,7 +191,7 @@ def _meanfield(cfgs: list, seeds: list, ctx: RunContext) -> list[dict]:
 def _finite(cfg: EnclosureConfig, seed: int, ctx: RunContext) -> dict:
     from ..deep.models import MLP, DeepHomogeneousMLP
     from ..deep.train import TrainConfig, collect_features, train
-    dtype = getattr(torch, cfg.dtype)
+    dtype = parse_dtype(cfg.dtype)
     s = samples(cfg.t, cfg.n, seed, dtype, ctx.device)
     if cfg.model == "deep":
         # homogeneous nets cannot separate along rays: append the constant coordinate 1

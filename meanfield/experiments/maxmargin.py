@@ -50,7 +50,7 @@ from ..flow import FlowConfig, simulate
 from ..particles import Particles
 from ..record import Recorder
 from ..theory.maxmargin import maxmargin_oracle, ratio_interval
-from .registry import Experiment, ExperimentResult, RunContext, agreement
+from .registry import Experiment, ExperimentResult, RunContext, agreement, parse_dtype
 
 RATIO_TOL = 0.02
 MARGIN_TOL = 2e-3
@@ -90,14 +90,12 @@ def _tag(x: float) -> str:
 
 
 def run(cfg: MaxMarginConfig, ctx: RunContext) -> ExperimentResult:
-    if cfg.dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be float64 or float32, got {cfg.dtype!r}")
+    dtype = parse_dtype(cfg.dtype)
     lams = tuple(float(v) for v in cfg.lams)
     if not lams or any(not (v > 0 and math.isfinite(v)) for v in lams):
         raise ValueError(f"lams must be positive finite weight decays; got {cfg.lams}")
     if cfg.points < 2:
         raise ValueError("points must be >= 2 (ratios need a second point of class +1)")
-    dtype = getattr(torch, cfg.dtype)
     data = as_samples(line_classes(cfg.points, cfg.spacing), dtype=dtype, device=ctx.device)
     X = data.X[:, 0].cpu().double().numpy()
     y = data.y.cpu().numpy()

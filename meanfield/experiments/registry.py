@@ -230,6 +230,17 @@ def describe_parameters(exp: Experiment) -> list[tuple[str, str, Any]]:
     return out
 
 
+def parse_dtype(name: str) -> torch.dtype:
+    """An experiment's ``dtype`` parameter (``float32`` or ``float64``) as a torch dtype.
+
+    Raises:
+        ValueError: any other name.
+    """
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {name!r}")
+    return getattr(torch, name)
+
+
 def agreement(summary: dict, name: str, measured: float, theory: float, tol: float, *,
               relative: bool = False) -> bool:
     """Write ``name``, ``name_theory``, ``name_tol``, ``name_agrees`` into a summary.

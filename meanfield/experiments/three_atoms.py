@@ -28,7 +28,7 @@ from ..data.base import Samples
 from ..flow import FlowConfig, simulate
 from ..particles import Particles
 from ..record import Recorder
-from .registry import Experiment, ExperimentResult, RunContext, agreement
+from .registry import Experiment, ExperimentResult, RunContext, agreement, parse_dtype
 
 POSITIONS = ((-1.0, 0.0), (1.0, 1.0), (1.0, 0.0))  # sigma(-x), sigma(x + 1), sigma(x)
 
@@ -76,12 +76,6 @@ def gap_theory(p1: float, p3: float, q1: float = 1.0, q3: float = 1.0) -> float:
     return math.log(q3 * p3 / (2.0 * q1 * p1))
 
 
-def _dtype(name: str) -> torch.dtype:
-    if name not in ("float64", "float32"):
-        raise ValueError(f"dtype must be float64 or float32, got {name!r}")
-    return getattr(torch, name)
-
-
 # parameters that may differ between the systems of one batch (the others set shapes and time steps)
 BATCH_KEYS = ("p1", "p2", "p3", "q1", "q2", "q3", "scale_a")
 
@@ -94,7 +88,7 @@ def _simulate(cfgs: list, seeds: list, ctx: RunContext, checkpoint=None):
         diff = [k for k in shared if getattr(c, k) != getattr(c0, k)]
         if diff:
             raise ValueError(f"systems of one batch must share {', '.join(diff)}; group them first")
-    dtype = _dtype(c0.dtype)
+    dtype = parse_dtype(c0.dtype)
     data = [three_atom_samples(c.p1, c.p2, c.p3, dtype=dtype, device=ctx.device) for c in cfgs]
     parts = [Particles.at_positions(POSITIONS, m=c.m, fractions=(c.q1, c.q2, c.q3),
                                     scale_a=c.scale_a, activation="smoothstep", seed=s,

@@ -35,7 +35,7 @@ from ..data.base import as_samples
 from ..flow import FlowConfig, simulate
 from ..particles import Particles
 from ..record import Recorder
-from .registry import Experiment, ExperimentResult, RunContext
+from .registry import Experiment, ExperimentResult, RunContext, parse_dtype
 
 
 @dataclass(frozen=True)
@@ -91,11 +91,9 @@ def _snaps(snaps, s: int, dt: float = 0.0):
 
 
 def run(cfg: ThreeAtomsReluConfig, ctx: RunContext) -> ExperimentResult:
-    if cfg.dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be float64 or float32, got {cfg.dtype!r}")
     if not cfg.lam > 0:
         raise ValueError(f"lam must be > 0 (the first system already has lambda = 0); got {cfg.lam}")
-    dtype = getattr(torch, cfg.dtype)
+    dtype = parse_dtype(cfg.dtype)
     data = as_samples(three_atoms(cfg.p1, cfg.p2, cfg.p3), dtype=dtype, device=ctx.device)
     P = Particles.sphere(cfg.m, 1, batch=2, scale_a=cfg.scale_a, activation="relu", seed=ctx.seed,
                          dtype=dtype, device=ctx.device)

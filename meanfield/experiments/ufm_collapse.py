@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 
 from .registry import Experiment, ExperimentResult, RunContext, agreement
 

@@ -43,13 +43,13 @@ as a balanced subsample of ``per_class`` images per class, globally standardised
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from ..data.base import Samples
-from .registry import Experiment, ExperimentResult, RunContext
+from .registry import Experiment, ExperimentResult, RunContext, parse_dtype
 
 DATASETS = ("digits", "mnist_subset", "mnist_files", "cifar10_files")
 METRICS = ("nc1", "nc2_etf", "nc2_etf_w", "nc3", "nc4")
@@ -114,12 +114,6 @@ def load_dataset(name: str, *, data_dir: Optional[str] = None, per_class: Option
     raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
 
 
-def _dtype(name: str) -> torch.dtype:
-    if name not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {name!r}")
-    return getattr(torch, name)
-
-
 def _check(cfg: WeightDecayConfig) -> None:
     if cfg.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
@@ -142,7 +136,7 @@ def run(cfg: WeightDecayConfig, ctx: RunContext) -> ExperimentResult:
     from ..theory.deep import last_layer_stationarity, layer_balance, nc_loss_without_decay
 
     _check(cfg)
-    dtype = _dtype(cfg.dtype)
+    dtype = parse_dtype(cfg.dtype)
     samples: Samples = load_dataset(cfg.dataset, data_dir=cfg.data_dir, per_class=cfg.per_class
                                     ).sample(seed=ctx.seed, dtype=dtype, device=ctx.device)
     C = samples.num_classes

@@ -206,7 +206,7 @@ def _figures(cfg, dist, slope, se, coef, times, track_t, step_d, ctx) -> list[st
     ax.loglog(st, step_d, "o-", lw=2, label=f"finite net, m = {cfg.tracking_m}, SGD lr = η·m")
     ax.loglog(st, step_d[0] * st / st[0], "k--", label="∝ η (Euler, order 1)")
     ax.set_xlabel("step η (learning rate / m)")
-    from matplotlib.ticker import LogLocator, NullFormatter
+    from matplotlib.ticker import NullFormatter
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks(st)
     ax.set_xticklabels([f"{v:g}" for v in st])

@@ -21,9 +21,7 @@ bounded by a second, linear-fractional program (:func:`ratio_interval`, Charnes-
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
