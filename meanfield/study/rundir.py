@@ -1,0 +1,271 @@
+"""Run directories: the one code path that runs an experiment and writes (or reads) its files.
+
+``DIR/`` holds ``config.json`` (every resolved parameter and the provenance), ``history.csv`` (one
+row per recorded time; a ``system`` column where the engine batches), ``summary.json`` (flat
+``name: number``; written last, it marks the run finished), figures (``*.png``, drawn from these
+files by the experiment's ``plot``), ``particles.pt`` for mean-field runs and, while a run is
+unfinished, ``checkpoint.pt``.
+
+Guarantees: validation happens before anything is written; a directory is owned by one process at
+a time (:class:`~meanfield.study.lock.DirLock`); a finished run is never overwritten without
+``overwrite``; ``overwrite`` deletes the old ``summary.json`` and checkpoints *first*, so a killed
+overwrite never looks finished; an unfinished directory of another configuration is refused, the
+same configuration resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from ..record import read_history, write_history, write_json
+from .experiment import (Experiment, ExperimentResult, RunContext, check_seed, get_experiment,
+                         resolve_config)
+from .lock import DirLock
+from .spec import from_dict, to_dict
+
+__all__ = ["run_experiment", "RunFiles", "plot_run", "default_out", "check_out", "check_device",
+           "PROVENANCE_FIELDS"]
+
+# fields that differ between two otherwise identical runs (wall clock and provenance)
+PROVENANCE_FIELDS = ("started", "wall_seconds", "meanfield_version", "torch_version", "python",
+                     "host", "backend_used")
+_IDENTITY = ("experiment", "parameters", "seed", "device", "backend")
+
+
+def default_out(name: str, root: Path | str = "runs") -> Path:
+    """``runs/NAME``, or ``runs/NAME-2``... when that one holds a finished run."""
+    root = Path(root)
+    cand = root / name
+    i = 2
+    while (cand / "summary.json").exists():
+        cand = root / f"{name}-{i}"
+        i += 1
+    return cand
+
+
+def check_out(out: Path) -> Path:
+    """Refuse an ``--out`` that is an existing file (or under one). Raises ValueError."""
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"--out {out}: {p} is a file, not a directory; choose another --out")
+    return out
+
+
+def check_device(device: str) -> str:
+    """A usable torch device string. Raises ValueError naming the fix."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu or cuda (cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported; use cpu or cuda")
+    return device
+
+
+def _check_backend(backend: str) -> str:
+    from ..backends import list_backends
+    if backend not in list_backends():
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(list_backends())}")
+    return backend
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__
+
+
+@dataclass
+class RunFiles:
+    """A run directory's contents (read from disk, or handed over before writing).
+
+    Attributes:
+        path: the directory.
+        experiment: the :class:`Experiment`.
+        config: the typed config.
+        summary: flat summary.
+        history: history rows.
+        record: the whole config.json record (seed, device, provenance).
+        particles: final particles or None (``particles.pt`` loaded on demand, tensors only).
+    """
+
+    path: Path
+    experiment: Experiment
+    config: Any
+    summary: Mapping[str, Any]
+    history: list
+    record: Mapping[str, Any] = field(default_factory=dict)
+    _particles: Any = None
+
+    @property
+    def particles(self):
+        if self._particles is None and (self.path / "particles.pt").exists():
+            from ..particles import Particles
+            try:
+                sd = torch.load(self.path / "particles.pt", map_location="cpu", weights_only=True)
+                self._particles = Particles.from_state_dict(sd)
+            except Exception as e:  # noqa: BLE001 - name the file, never run its code
+                raise ValueError(f"{self.path / 'particles.pt'} is not a valid particles file "
+                                 f"({type(e).__name__}: {e})") from None
+        return self._particles
+
+    @property
+    def ctx(self) -> RunContext:
+        return RunContext(out=self.path, device="cpu", seed=int(self.record.get("seed", 0)))
+
+    def savefig(self, fig, name: str):
+        return self.ctx.savefig(fig, name)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunFiles":
+        """Read a finished run directory.
+
+        Raises:
+            FileNotFoundError: not a run directory, or not finished.
+            ValueError: a corrupt file (named).
+        """
+        path = Path(path)
+        rec = _read_json(path / "config.json", "config.json of a run directory")
+        if not isinstance(rec, dict) or "experiment" not in rec or "parameters" not in rec:
+            raise ValueError(f"{path / 'config.json'} is not a run record (no experiment/parameters)")
+        exp = get_experiment(rec["experiment"])
+        try:
+            cfg = from_dict(exp.config, rec["parameters"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path / 'config.json'}: parameters do not match experiment "
+                             f"{exp.name!r} ({e})") from None
+        summary = _read_json(path / "summary.json", "summary.json (is the run finished?)")
+        if not isinstance(summary, dict):
+            raise ValueError(f"{path / 'summary.json'} must hold an object of name: number")
+        hist = read_history(path / "history.csv") if (path / "history.csv").exists() else []
+        return cls(path, exp, cfg, summary, hist, rec)
+
+
+def _read_json(path: Path, what: str):
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: expected the {what}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is corrupt ({e}); re-run with --overwrite") from None
+
+
+def plot_run(path: str | Path) -> list[str]:
+    """Redraw a finished run's figures from its files; returns the figure names."""
+    run = RunFiles.load(path)
+    if run.experiment.plot is None:
+        return []
+    return list(run.experiment.plot(run) or [])
+
+
+def _identity(rec: Mapping) -> dict:
+    return {k: rec.get(k) for k in _IDENTITY}
+
+
+def _differences(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k} ({va!r} there, {vb!r} now)")
+    return out
+
+
+def _clear(out: Path) -> None:
+    """Remove a previous run's files, summary first (a killed clear never looks finished)."""
+    for name in ("summary.json",):
+        (out / name).unlink(missing_ok=True)
+    for p in out.glob("checkpoint*.pt"):
+        p.unlink(missing_ok=True)
+    for name in ("particles.pt", "history.csv", "config.json"):
+        (out / name).unlink(missing_ok=True)
+    for p in out.glob("*.png"):
+        p.unlink(missing_ok=True)
+
+
+def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
+                   out: Optional[str | Path] = None, device: str = "cpu", backend: str = "auto",
+                   seed: int = 0, progress: Optional[bool] = None, overwrite: bool = False,
+                   write: bool = True, checkpoint_every: float = 60.0) -> ExperimentResult:
+    """Run a registered experiment and write its run directory.
+
+    Args:
+        name: experiment name (see :func:`~meanfield.study.experiment.list_experiments`).
+        overrides: dotted key -> value (strings are parsed by type; see :mod:`meanfield.study.spec`).
+        out: run directory (default ``runs/NAME``, or the next free ``runs/NAME-k``).
+        device, backend, seed, progress: see :class:`RunContext`.
+        overwrite: replace a finished run, or an unfinished one of another configuration.
+        write: False runs without writing anything (API use).
+        checkpoint_every: wall-clock seconds between checkpoints (a killed run re-run with the
+            same command resumes from the last one).
+
+    Returns:
+        :class:`ExperimentResult` (``extra["out"]`` is the run directory when written).
+
+    Raises:
+        ValueError: bad parameters, device, backend, seed or ``out`` (nothing is written).
+        FileExistsError: ``out`` holds a finished run, or an unfinished run of another
+            configuration, and ``overwrite`` is False.
+        LockedError: another process is writing into ``out``.
+    """
+    exp = get_experiment(name)
+    cfg = resolve_config(exp, overrides)
+    check_seed(seed)
+    check_device(device)
+    _check_backend(backend)
+    if not write:
+        return exp.run_one(cfg, RunContext(device=device, backend=backend, seed=seed,
+                                           progress=progress, figures=False,
+                                           checkpoint_every=checkpoint_every))
+    out_path = check_out(Path(out) if out is not None else default_out(name))
+    record = {"experiment": name, "parameters": to_dict(cfg), "seed": seed, "device": device,
+              "backend": backend}
+    with DirLock(out_path, "run"):
+        cfg_file = out_path / "config.json"
+        if not overwrite and (out_path / "summary.json").exists():
+            raise FileExistsError(f"{out_path} already holds a finished run (summary.json); choose "
+                                  "another --out or pass --overwrite")
+        if not overwrite and cfg_file.exists():
+            try:
+                old = json.loads(cfg_file.read_text())
+            except (OSError, ValueError):
+                old = {}
+            diff = _differences(_identity(old if isinstance(old, dict) else {}), _identity(record))
+            if diff:
+                raise FileExistsError(
+                    f"{out_path} holds an unfinished run of another configuration (differs in "
+                    f"{'; '.join(diff[:4])}); pass --overwrite to discard it or choose another --out")
+        if overwrite:
+            _clear(out_path)
+        write_json(cfg_file, {**record, "meanfield_version": _version(),
+                              "torch_version": torch.__version__,
+                              "python": platform.python_version(),
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        ctx = RunContext(out=out_path, device=device, backend=backend, seed=seed,
+                         progress=progress, figures=True, checkpoint_every=checkpoint_every)
+        t0 = time.perf_counter()
+        res = exp.run_one(cfg, ctx)
+        summary = dict(res.summary)
+        summary.setdefault("wall_seconds", round(time.perf_counter() - t0, 3))
+        write_history(out_path / "history.csv", res.history)
+        if res.particles is not None:
+            torch.save(res.particles.state_dict(), out_path / "particles.pt")
+        figures = tuple(res.figures)
+        if exp.plot is not None:
+            run = RunFiles(out_path, exp, cfg, summary, list(res.history), record, res.particles)
+            figures = tuple(exp.plot(run) or ())
+        write_json(out_path / "summary.json", summary)  # written last: marks the run finished
+        for p in out_path.glob("checkpoint*.pt"):
+            p.unlink(missing_ok=True)
+    return ExperimentResult(summary, res.history, res.particles, figures,
+                            {**res.extra, "out": out_path})

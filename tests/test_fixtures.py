@@ -1,0 +1,70 @@
+"""Every registered experiment's summary.json, pinned before the study-layer redesign.
+
+``tests/fixtures/summaries_small.json`` (default run) and ``summaries_default.json`` (``-m slow``)
+were written by ``tests/fixtures/make_summaries.py`` on the code before the redesign, with the old
+flat parameter names. ``RENAMES`` maps each old name to its new dotted key; every numeric summary
+key except wall-clock and provenance must agree to 1e-12 (relative to max(1, |value|)).
+Differences that are explained (and so excluded) are listed in ``EXPLAINED`` with the reason.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from meanfield.study import run_experiment
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SKIP_KEYS = {"wall_seconds", "wall_s", "seconds"}
+
+# old flat parameter name -> new dotted key, per experiment
+RENAMES: dict[str, dict[str, str]] = {}
+
+# (experiment, summary key) -> why it may differ from the pinned value
+EXPLAINED: dict[tuple[str, str], str] = {}
+
+
+def _new_overrides(name: str, old: dict) -> dict:
+    ren = RENAMES.get(name, {})
+    return {ren.get(k, k): v for k, v in old.items()}
+
+
+def _compare(name: str, got: dict, want: dict) -> list[str]:
+    bad = []
+    for k, v in want.items():
+        if k in SKIP_KEYS or k.endswith("_seconds") or (name, k) in EXPLAINED:
+            continue
+        if k not in got:
+            bad.append(f"{k}: missing")
+            continue
+        g = got[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v is None:
+            if g != v:
+                bad.append(f"{k}: {g!r} != {v!r}")
+        elif isinstance(v, float) and math.isnan(v):
+            if not (isinstance(g, float) and math.isnan(g)):
+                bad.append(f"{k}: {g!r} != nan")
+        elif not abs(float(g) - v) <= 1e-12 * max(1.0, abs(v)):
+            bad.append(f"{k}: {g!r} != {v!r} (diff {abs(float(g) - v):.3g})")
+    return bad
+
+
+def _cases(which: str):
+    path = FIXTURES / f"summaries_{which}.json"
+    return sorted(json.loads(path.read_text()).items())
+
+
+@pytest.mark.parametrize("name,entry", _cases("small"), ids=lambda x: x if isinstance(x, str) else "")
+def test_summary_equals_pinned_small(name, entry):
+    res = run_experiment(name, _new_overrides(name, entry["overrides"]), write=False)
+    bad = _compare(name, dict(res.summary), entry["summary"])
+    assert not bad, f"{name}: " + "; ".join(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,entry", _cases("default"), ids=lambda x: x if isinstance(x, str) else "")
+def test_summary_equals_pinned_default(name, entry):
+    res = run_experiment(name, _new_overrides(name, entry["overrides"]), write=False)
+    bad = _compare(name, dict(res.summary), entry["summary"])
+    assert not bad, f"{name}: " + "; ".join(bad)
