@@ -2,9 +2,10 @@
 
 ``tests/fixtures/summaries_small.json`` (default run) and ``summaries_default.json`` (``-m slow``)
 were written by ``tests/fixtures/make_summaries.py`` on the code before the redesign, with the old
-flat parameter names. ``RENAMES`` maps each old name to its new dotted key; every numeric summary
-key except wall-clock and provenance must agree to 1e-12 (relative to max(1, |value|)).
-Differences that are explained (and so excluded) are listed in ``EXPLAINED`` with the reason.
+flat parameter names. ``fixtures/renames/NAME.json`` maps each old name of experiment NAME to its
+new dotted key (``{"renames": {"t_end": "flow.t_end"}, "explained": {"key": "why it differs"}}``);
+every numeric summary key except wall-clock and provenance must agree to 1e-12 (relative to
+max(1, |value|)). A key listed under ``explained`` is excluded, with the reason written there.
 """
 
 import json
@@ -18,22 +19,22 @@ from meanfield.study import run_experiment
 FIXTURES = Path(__file__).parent / "fixtures"
 SKIP_KEYS = {"wall_seconds", "wall_s", "seconds"}
 
-# old flat parameter name -> new dotted key, per experiment
-RENAMES: dict[str, dict[str, str]] = {}
 
-# (experiment, summary key) -> why it may differ from the pinned value
-EXPLAINED: dict[tuple[str, str], str] = {}
+
+def _renames(name: str) -> dict:
+    path = FIXTURES / "renames" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _new_overrides(name: str, old: dict) -> dict:
-    ren = RENAMES.get(name, {})
+    ren = _renames(name).get("renames", {})
     return {ren.get(k, k): v for k, v in old.items()}
 
 
 def _compare(name: str, got: dict, want: dict) -> list[str]:
     bad = []
     for k, v in want.items():
-        if k in SKIP_KEYS or k.endswith("_seconds") or (name, k) in EXPLAINED:
+        if k in SKIP_KEYS or k.endswith("_seconds") or k in _renames(name).get("explained", {}):
             continue
         if k not in got:
             bad.append(f"{k}: missing")

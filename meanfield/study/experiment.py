@@ -24,7 +24,7 @@ from .spec import apply_overrides, check_config
 
 __all__ = ["Experiment", "ExperimentResult", "RunContext", "Science", "Theory", "EXPERIMENTS",
            "register_experiment", "unregister_experiment", "get_experiment", "list_experiments",
-           "resolve_config", "agreement", "parse_dtype", "check_seed"]
+           "resolve_config", "agreement", "parse_dtype", "check_seed", "flow_for"]
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,12 @@ def resolve_config(exp: Experiment, overrides: Optional[Mapping[str, Any]] = Non
         return apply_overrides(exp.config(), overrides)
     except ValueError as e:
         raise ValueError(f"experiment {exp.name!r}: {e}") from None
+
+
+def flow_for(flow, ctx: RunContext):
+    """The experiment's ``FlowConfig`` with ``--backend`` applied (``auto`` keeps the config's)."""
+    from dataclasses import replace
+    return flow if ctx.backend in (None, "auto") else replace(flow, backend=ctx.backend)
 
 
 def parse_dtype(name: str) -> torch.dtype:
