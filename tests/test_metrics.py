@@ -264,7 +264,7 @@ def test_bad_input_raises():
     H, y, W, w = _random_problem(n=12, p=4, C=3)
     cases = [
         (dict(features=H, labels=torch.zeros(12, dtype=torch.long)), "single class"),
-        (dict(features=H[:, :1], labels=y), "exceeds the feature dimension"),
+        (dict(features=H[:, :1], labels=y, strict=True), "exceeds the feature dimension"),
         (dict(features=torch.where(torch.arange(4) == 2, float("nan"), H), labels=y), "NaN"),
         (dict(features=H, labels=y[:-1]), "shape mismatch"),
         (dict(features=H[None], labels=y), r"\(n, p\)"),
