@@ -12,64 +12,46 @@ matplotlib is imported inside the functions.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
-__all__ = ["Theory", "register_theory", "get_theory", "plot_phase", "plot_sweep", "PHASE_DEFAULTS"]
+from .registry import Registry
+from .study.experiment import Theory
 
-
-@dataclass(frozen=True)
-class Theory:
-    """A theory boundary: the zero set of ``fn(params)`` (params: name -> number).
-
-    Attributes:
-        fn: a function of the parameters, positive on one side of the boundary, negative on the other.
-        keys: the parameters it depends on (drawn only when an axis is one of them).
-        label: legend text, e.g. ``theory: p₃ = 2p₁``.
-    """
-
-    fn: Callable[[Mapping[str, float]], float]
-    keys: tuple
-    label: str
+__all__ = ["Theory", "THEORIES", "register_theory", "get_theory", "plot_phase", "plot_sweep"]
 
 
-def _three_atoms(p):
-    return math.log(p.get("q3", 1.0) * p["p3"] / (2.0 * p.get("q1", 1.0) * p["p1"]))
+def _load_user_theories() -> None:
+    return None
 
 
-def _ufm(p):
-    K = p.get("K", p.get("num_classes"))
-    return K * math.sqrt(p["n"] * p["lam_w"] * p["lam_h"]) - 1.0
+# boundaries a user draws on an experiment's diagrams in place of the experiment's own theory
+THEORIES: Registry = Registry("theory boundary", loader=_load_user_theories,
+                              hint="an experiment's own boundary is its science.theory; "
+                                   "register_theory(experiment, Theory(...)) adds one")
 
 
-_THEORIES: dict[str, Theory] = {
-    "three_atoms": Theory(_three_atoms, ("p1", "p3", "q1", "q3"),
-                          "theory: q₃p₃ = 2q₁p₁ (gap → 0)"),
-    "ufm": Theory(_ufm, ("K", "n", "lam_w", "lam_h"), "theory: K·√(n λ_W λ_H) = 1"),
-}
-
-# default statistic and threshold of an experiment's phase diagram
-PHASE_DEFAULTS: dict[str, dict] = {
-    "three_atoms": {"metric": "|gap|", "threshold": 0.05},
-}
-
-_LABELS = {
-    "three_atoms": {"p1": "p₁ (relative mass of atom −1)", "p2": "p₂ (relative mass of atom 0)",
-                    "p3": "p₃ (relative mass of atom +1)", "q1": "q₁ (fraction of neurons σ(−x))",
-                    "q3": "q₃ (fraction of neurons σ(x))", "gap": "f(1) − f(−1)",
-                    "|gap|": "|f(1) − f(−1)| (within-class spread)"},
-}
+def _science(experiment: Optional[str]):
+    if not experiment:
+        return None
+    from .study.experiment import get_experiment
+    try:
+        return get_experiment(experiment).science
+    except ValueError:
+        return None
 
 
-def register_theory(experiment: str, theory: Theory) -> None:
-    """Register the theory boundary of an experiment's phase diagrams."""
-    _THEORIES[experiment] = theory
+def register_theory(experiment: str, theory: Theory, *, overwrite: bool = True) -> None:
+    """Draw ``theory`` on ``experiment``'s phase diagrams (instead of its ``science.theory``)."""
+    THEORIES.register(experiment, theory, overwrite=overwrite)
 
 
 def get_theory(experiment: Optional[str]) -> Optional[Theory]:
-    """The experiment's theory boundary, or None."""
-    return _THEORIES.get(experiment or "")
+    """The boundary drawn on an experiment's diagrams: a registered one, else its science's."""
+    if experiment and experiment in THEORIES:
+        return THEORIES.get(experiment)
+    sci = _science(experiment)
+    return sci.theory if sci is not None else None
 
 
 # ------------------------------------------------------------------------- data
@@ -159,7 +141,10 @@ def _cells(rows, x, y, metric):
 
 
 def _label(experiment, key, log=False):
-    lab = _LABELS.get(experiment or "", {}).get(key, key)
+    sci = _science(experiment)
+    lab = sci.label(key) if sci is not None else key
+    if lab == key and key.startswith("|") and sci is not None:
+        lab = f"|{sci.label(key[1:-1])}|"
     return lab + (" (log scale)" if log else "")
 
 
@@ -346,7 +331,8 @@ def plot_sweep(results, *, experiment: Optional[str] = None, axes: Sequence = ()
         results: SweepResult, rows or a sweep directory.
         experiment: its name (defaults for metric and threshold, theory, labels).
         axes: the sweep's axes (``{"key", "log"}`` dicts or :class:`meanfield.sweep.Axis`), in order.
-        metric, threshold: default from :data:`PHASE_DEFAULTS`, else the first summary number.
+        metric, threshold: default the experiment's ``science.statistic`` and ``threshold``, else
+            the first summary number (no threshold).
         x, y: default the first two axes with more than one value.
         params: every parameter name (so the default metric is a summary number, not a parameter).
         kw: passed to :func:`plot_phase`.
@@ -365,10 +351,14 @@ def plot_sweep(results, *, experiment: Optional[str] = None, axes: Sequence = ()
     if y is None:
         rest = [k for k in varying if k != x]
         y = rest[0] if rest else None
-    defaults = PHASE_DEFAULTS.get(experiment or "", {})
-    metric = metric or defaults.get("metric") or _first_number(rows, {k for k, _ in ax_list} | set(params))
-    if threshold is None:
-        threshold = defaults.get("threshold")
+    sci = _science(experiment)
+    own = sci is not None and sci.statistic is not None and (metric is None or metric == sci.statistic)
+    metric = metric or (sci.statistic if sci is not None else None) or \
+        _first_number(rows, {k for k, _ in ax_list} | set(params))
+    if threshold is None and own:
+        threshold = sci.threshold
+    if own:
+        kw.setdefault("collapsed_below", sci.collapsed_below)
     _check(rows, x, metric, *([y] if y else []))
     panel_keys = [k for k in varying if k not in (x, y)]
     kw.setdefault("logx", logs.get(x) or None)
