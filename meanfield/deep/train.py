@@ -244,7 +244,7 @@ def _scheduler(opt, config: TrainConfig):
 def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
           record_every: Optional[int] = None, record_epochs: Sequence[int] = (),
           feature_epochs: Sequence[int] = (), test: Optional[Samples] = None,
-          progress: Optional[bool] = None) -> TrainResult:
+          progress: Optional[bool] = None, checkpoint=None) -> TrainResult:
     """Train ``model`` in place on weighted samples.
 
     Args:
@@ -257,6 +257,8 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
         feature_epochs: epochs at which to keep the penultimate features in the result.
         test: optional held-out samples; their accuracy is logged as ``test_accuracy``.
         progress: progress bar (tqdm) over epochs; default only when stderr is a terminal.
+        checkpoint: a :class:`meanfield.deep.checkpoint.TrainCheckpoint`: saved periodically and
+            at the end; a run of the same config, initial model and data resumes from it bit for bit.
 
     Returns:
         :class:`TrainResult`.
@@ -304,12 +306,23 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
             features[epoch] = collect_features(model, samples, config)[0].cpu()
 
     bar = _bar(config.epochs, progress)
-    log(0, force=True)
-    keep_features(0)
+    start, epoch = 1, 0
+    if checkpoint is not None:  # resume (meanfield.deep.checkpoint)
+        checkpoint.begin(model, samples, config)
+        saved = checkpoint.restore(model, opt, sched, gen)
+        if saved is not None:
+            history[:], steps, epoch = saved["history"], saved["steps"], saved["epoch"]
+            features.update(saved["features"])
+            gnorm = history[-1].get("grad_norm") if history else None
+            start = config.epochs + 1 if saved["done"] else epoch + 1
+            bar.update(epoch)
+    if not history:  # a fresh run (a resumed one has its rows)
+        log(0, force=True)
+        keep_features(0)
     decays = _layer_decays(model, config)
-    epoch, stop = 0, False
+    stop = False
     model.train()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(start, config.epochs + 1):
         if full:
             batches = [None]
         else:
@@ -334,9 +347,13 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
         log(epoch, force=epoch == config.epochs)
         keep_features(epoch)
         bar.update(1)
+        if checkpoint is not None:
+            checkpoint.step(epoch, steps, model, opt, sched, gen, history, features)
     bar.close()
     if history[-1]["epoch"] != epoch or history[-1]["step"] != steps:
         log(epoch, force=True)
+    if checkpoint is not None:
+        checkpoint.step(epoch, steps, model, opt, sched, gen, history, features, final=True)
     return TrainResult(model, history, features, epoch, steps, gnorm, config)
 
 
