@@ -249,6 +249,27 @@ class Particles:
     def from_state_dict(cls, sd: dict) -> "Particles":
         return cls(sd["a"], sd["w"], sd["b"], sd["activation"])
 
+    def save(self, path) -> None:
+        """Write :meth:`state_dict` with ``torch.save`` (the ``particles.pt`` of a run directory)."""
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path, *, device: str | torch.device = "cpu") -> "Particles":
+        """Read a ``particles.pt`` written by :meth:`save`, with ``torch.load(weights_only=True)``:
+        a file that would run code on unpickling is refused.
+
+        Raises:
+            ValueError: an unreadable or crafted file, or one without a, w, b, activation.
+        """
+        try:
+            sd = torch.load(path, map_location=device, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path}: cannot be read safely as particles ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        if not isinstance(sd, dict) or not {"a", "w", "b", "activation"} <= set(sd):
+            raise ValueError(f"{path}: not a particles file (need a dict with a, w, b, activation)")
+        return cls.from_state_dict(sd)
+
     def _inputs(self, X: Tensor) -> Tensor:
         X = torch.as_tensor(X)
         if X.dim() == 2:

@@ -156,10 +156,18 @@ class Checkpointer:
         self._last = time.monotonic()
 
     def load(self, device) -> dict:
+        """The saved payload, read with ``torch.load(weights_only=True)``: a checkpoint holds only
+        tensors, numbers, strings, lists, dicts, tuples, None and RNG states (ByteTensors), and a
+        planted file that would run code on unpickling is refused (ValueError naming the file)."""
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"checkpoint {self.path} cannot be read ({e}); delete it to start over") from e
+            raise ValueError(f"checkpoint {self.path} cannot be read safely ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); a checkpoint holds only "
+                             "tensors, numbers and strings: delete it to start over") from None
+        if not isinstance(saved, dict) or not isinstance(saved.get("state"), (tuple, list)):
+            raise ValueError(f"checkpoint {self.path} is not a meanfield checkpoint; delete it to "
+                             "start over")
         if saved.get("key") != self.key:
             raise ValueError(f"checkpoint {self.path} belongs to a different run (other config, seed, "
                              "data or initial particles); delete it or choose another output folder")

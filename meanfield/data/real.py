@@ -11,15 +11,19 @@ File formats (read from a local folder, optionally gzip-compressed):
 - MNIST idx: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
   ``t10k-labels-idx1-ubyte`` (also with ``.gz``, or ``.`` in place of the last ``-``).
 - CIFAR-10 python: ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` (pickled dicts with
-  ``data (n, 3072) uint8`` and ``labels``), optional ``batches.meta``. Pickles can run code:
-  load only files you trust.
+  ``data (n, 3072) uint8`` and ``labels``), optional ``batches.meta``. They are read with a
+  restricted unpickler that only rebuilds numpy arrays, dtypes, lists, dicts, strings, bytes and
+  numbers: any other global (the way a crafted pickle runs code) raises a ValueError naming the
+  file, and nothing of the file runs.
+
+Reads are bounded: a file (after decompression) is never read past what its header states (idx)
+or past :data:`MAX_BYTES`, so a small gzip that inflates to gigabytes fails at once.
 """
 
 from __future__ import annotations
 
-import gzip
+import math
 import os
-import pickle
 import struct
 from pathlib import Path
 from typing import Optional, Sequence
@@ -29,55 +33,45 @@ import torch
 
 from .base import Samples
 from .core import BaseDistribution, check_n, generator
+from .safe_io import MAX_BYTES, at_end, open_data, read_bytes, read_exact, safe_unpickle
 
 __all__ = ["ArrayData", "read_idx", "read_cifar_batch", "mnist", "cifar10", "digits",
-           "mnist_subset", "balanced_subsample", "select_classes", "standardise"]
+           "mnist_subset", "balanced_subsample", "select_classes", "standardise", "safe_unpickle"]
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 STANDARDISE = ("feature", "global", "none")
 
 
-def _read_bytes(path: Path) -> bytes:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            return f.read()
-    except (OSError, EOFError) as e:  # a cut gzip stream
-        raise ValueError(f"{path}: cannot read (truncated or corrupt gzip file?): {e}") from None
-
-
 def read_idx(path) -> np.ndarray:
     """Read an idx file (the MNIST format), optionally ``.gz``.
 
     Layout: two zero bytes, a type byte (0x08 uint8 ... 0x0E float64), the number of dimensions,
-    one big-endian uint32 per dimension, then the data, big-endian.
+    one big-endian uint32 per dimension, then the data, big-endian. The header is validated
+    first (at most :data:`MAX_BYTES` of data) and then exactly the stated number of bytes is read,
+    so a file never costs more memory than its header announces.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: wrong magic number, or a file shorter/longer than its header says.
+        ValueError: wrong magic number, a header announcing too much data, or a file
+            shorter/longer than its header says (the message names the file).
     """
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise ValueError(f"{path}: truncated idx file ({len(raw)} bytes, no complete header)")
-    zero, code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or code not in IDX_TYPES or ndim == 0:
-        raise ValueError(f"{path}: wrong magic number 0x{raw[:4].hex()} (expected 0x0000 then a type "
-                         "byte in 08,09,0B,0C,0D,0E and the number of dimensions); not an idx file")
-    head = 4 + 4 * ndim
-    if len(raw) < head:
-        raise ValueError(f"{path}: truncated idx header ({len(raw)} bytes, need {head})")
-    dims = struct.unpack(f">{ndim}I", raw[4:head])
-    dt = np.dtype(IDX_TYPES[code])
-    need = int(np.prod(dims)) * dt.itemsize
-    if len(raw) - head != need:
-        what = "truncated" if len(raw) - head < need else "has trailing bytes"
-        raise ValueError(f"{path}: {what}: header says shape {dims} ({need} data bytes), file holds "
-                         f"{len(raw) - head}")
-    return np.frombuffer(raw, dtype=dt, offset=head).reshape(dims).astype(dt.newbyteorder("="))
+    path = Path(path)
+    with open_data(path) as f:
+        head = read_exact(f, 4, path, "the idx header")
+        zero, code, ndim = struct.unpack(">HBB", head)
+        if zero != 0 or code not in IDX_TYPES or ndim == 0:
+            raise ValueError(f"{path}: wrong magic number 0x{head.hex()} (expected 0x0000 then a type "
+                             "byte in 08,09,0B,0C,0D,0E and the number of dimensions); not an idx file")
+        dims = struct.unpack(f">{ndim}I", read_exact(f, 4 * ndim, path, "the idx header"))
+        dt = np.dtype(IDX_TYPES[code])
+        need = math.prod(dims) * dt.itemsize
+        if need > MAX_BYTES:
+            raise ValueError(f"{path}: header says shape {dims} ({need} data bytes), more than the "
+                             f"{MAX_BYTES} bytes this reader accepts; not a genuine idx file?")
+        raw = read_exact(f, need, path, f"shape {dims} ({need} data bytes)")
+        at_end(f, path, f"the shape {dims} ({need} data bytes) of its header")
+    return np.frombuffer(raw, dtype=dt).reshape(dims).astype(dt.newbyteorder("="))
 
 
 def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:
@@ -85,14 +79,10 @@ def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a pickle, truncated, or without ``data``/``labels`` of matching sizes.
+        ValueError: not a pickle, truncated, a global other than numpy's array/dtype rebuilders
+            (a crafted file: nothing of it runs), or without ``data``/``labels`` of matching sizes.
     """
-    raw = _read_bytes(path)
-    try:
-        d = pickle.loads(raw, encoding="bytes")
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: not a CIFAR-10 python batch (truncated or corrupt pickle: "
-                         f"{type(e).__name__}: {e})") from None
+    d = safe_unpickle(read_bytes(path), path)
     if not isinstance(d, dict):
         raise ValueError(f"{path}: not a CIFAR-10 python batch (holds a {type(d).__name__}, not a dict)")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
@@ -318,10 +308,10 @@ def cifar10(folder, *, train: bool = True, **options) -> ArrayData:
     names = CIFAR10_NAMES
     meta = root / "batches.meta"
     if meta.is_file() and "class_names" not in options:
-        try:
-            m = pickle.loads(meta.read_bytes(), encoding="bytes")
-            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in m[b"label_names"])
-        except Exception:  # noqa: BLE001 - names are cosmetic; keep the defaults
-            names = CIFAR10_NAMES
+        m = safe_unpickle(read_bytes(meta), meta)
+        if not (isinstance(m, dict) and isinstance(m.get(b"label_names"), (list, tuple))):
+            raise ValueError(f"{meta}: not a CIFAR-10 batches.meta (need a dict with b'label_names'); "
+                             "delete it or pass class_names=")
+        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in m[b"label_names"])
     options.setdefault("class_names", names[: int(y.max()) + 1] if len(names) > y.max() else None)
     return ArrayData(X, y, scale=255.0, **options)
