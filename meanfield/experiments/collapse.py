@@ -1,0 +1,404 @@
+"""Collapse, generically: any distribution x any model x loss x weight decay x horizon (science.md §1).
+
+One run trains one model on samples of one distribution and reports the collapse statistics of
+its regime, for the outputs and the penultimate features, with **the same columns for every
+model** (``meanfield`` particles, ``two_layer``, ``deep``, ``mlp``, or a user's registered model):
+
+- outputs: ``spread`` (absolute within-class spread of f, max over classes: the unbounded-regime
+  statistic), ``spread_rel`` (spread over the distance between the two nearest class means of f:
+  the scale-free direction-regime statistic), ``nc1_out`` (NC1 of the outputs), ``margin``,
+  ``accuracy``;
+- penultimate features: ``nc1``, ``nc1_trace``, ``nc3``, ``nc4`` (science.md §1; the bounded
+  regime), and ``feature_spread``, the absolute within-class RMS spread
+  ``sqrt(sum_j p_j |h_j - mu_{y_j}|^2)`` (mean-field features carry the inner product ``/m``);
+- training: ``risk`` (data term at the end), ``horizon`` (flow time or epochs), ``steps``;
+- the regime's statistic ``statistic`` (``spread``, ``spread_rel`` or ``nc1`` as ``regime`` says;
+  ``auto``: bounded when ``flow.lam > 0``, else unbounded) and ``collapsed`` =
+  ``statistic < threshold``.
+
+Models. ``meanfield``: the particles of :func:`meanfield.models.build_model` follow the
+Wasserstein gradient flow ``flow`` (loss ``flow.loss``, weight decay ``flow.lam``, to
+``flow.t_end``), checkpointed through the engine; features are the hidden activations with the
+mean-field inner product (:func:`meanfield.metrics.particle_neural_collapse`). Any other model is
+a torch module trained by :func:`meanfield.deep.train.train` with ``train`` (optimizer, lr,
+epochs), **the same loss ``flow.loss`` and weight decay ``flow.lam``** (coupled L2); features are
+``model.features``. Binary problems use one output and the +-1 losses. A bias-free homogeneous net
+(``deep``) cannot separate classes along rays through the origin: ``bias_input`` (default: on for
+``deep`` only) appends a constant coordinate 1 to every input.
+
+The module also holds what the experiments share: :data:`CLASS_COLOURS`, the batching helpers
+(:func:`check_batch`, :func:`stack_particles`, :func:`split_history`), :func:`flat_params` and
+:func:`build_data`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+from ..deep.train import TrainConfig
+from ..flow import FlowConfig
+from ..study.spec import DataSpec, ModelSpec, describe
+from .registry import (Experiment, ExperimentResult, RunContext, Science, flow_for, parse_dtype)
+
+# class index -> colour (class 0 is -1, class 1 is +1 in the binary problems); one convention for
+# every figure of these experiments (to move into meanfield.plotting)
+CLASS_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
+                 "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+THRESHOLD = 0.05
+REGIMES = ("auto", "unbounded", "direction", "bounded")
+_STATISTIC = {"unbounded": "spread", "direction": "spread_rel", "bounded": "nc1"}
+
+
+def class_colour(c: int) -> str:
+    return CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def flat_params(cfg) -> dict:
+    """Every reachable key of a config with its value (``data.p1``, ``flow.t_end``, ``m``, ...)."""
+    return {k: v for k, _, v, _ in describe(cfg)}
+
+
+def check_batch(cfgs: list, seeds: list, batch_keys) -> None:
+    """Raise ValueError unless there is one seed per config and they differ only in ``batch_keys``."""
+    if not cfgs or len(cfgs) != len(seeds):
+        raise ValueError(f"run_batch needs one seed per config; got {len(cfgs)} configs, "
+                         f"{len(seeds)} seeds")
+    ref = flat_params(cfgs[0])
+    for c in cfgs[1:]:
+        p = flat_params(c)
+        diff = sorted(k for k in set(ref) | set(p) if k not in batch_keys and ref.get(k) != p.get(k))
+        if diff:
+            raise ValueError(f"systems of one batch must share {', '.join(diff)} (only "
+                             f"{', '.join(batch_keys)} may differ); group them first")
+
+
+def stack_particles(parts: list):
+    """One batched :class:`~meanfield.particles.Particles` from single systems."""
+    from ..particles import Particles
+    if len(parts) == 1:
+        return parts[0]
+    if hasattr(Particles, "stack"):
+        return Particles.stack(parts)
+    return Particles(torch.cat([x.a for x in parts]), torch.cat([x.w for x in parts]),
+                     torch.cat([x.b for x in parts]), parts[0].activation)
+
+
+def split_history(history: list, B: int) -> list[list[dict]]:
+    """The rows of every system, each carrying its ``system`` column."""
+    out: list[list[dict]] = [[] for _ in range(B)]
+    for r in history:
+        s = int(r.get("system", 0))
+        out[s].append({**r, "system": s})
+    return out
+
+
+def with_system(rows: list, s: int = 0) -> list[dict]:
+    return [{**r, "system": r.get("system", s)} for r in rows]
+
+
+def build_data(spec: DataSpec):
+    """The distribution of a :class:`DataSpec` (a registered name, or ``module:attribute``)."""
+    if ":" in spec.name:
+        from ..registry import load_object
+        return load_object(spec.name)(**spec.kwargs)
+    return spec.build()
+
+
+def nan_if_none(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+# ----------------------------------------------------------------------------- the experiment
+@dataclass(frozen=True)
+class CollapseConfig:
+    """Parameters of the generic collapse experiment.
+
+    Attributes:
+        data: the distribution (any registered name: ``--set data=moons``, ``data.noise=0.1``).
+        model: the model: ``meanfield`` (particles), ``two_layer``, ``deep``, ``mlp``, ...
+        flow: the mean-field flow; flow.loss and flow.lam are the loss and weight decay of every model.
+        train: optimizer, lr, epochs of the finite nets (its loss and weight_decay come from flow).
+        n: samples drawn from the distribution (with the run's seed; exact atoms ignore it).
+        regime: auto, unbounded, direction or bounded (auto: bounded if flow.lam > 0, else unbounded).
+        bias_input: append a constant coordinate 1 to the inputs (None: for the deep model only).
+        dtype: float64 or float32.
+    """
+
+    data: DataSpec = DataSpec("moons", {"noise": 0.1})
+    model: ModelSpec = ModelSpec("meanfield", {"m": 300, "activation": "relu"})
+    flow: FlowConfig = FlowConfig(loss="logistic", lam=1e-2, integrator="heun", dt=0.1, t_end=100.0)
+    train: TrainConfig = TrainConfig(optimizer="adam", lr=1e-2, epochs=1500, loss="logistic")
+    n: int = 200
+    regime: str = "auto"
+    bias_input: Optional[bool] = None
+    dtype: str = "float64"
+
+
+def regime_of(cfg) -> str:
+    if cfg.regime != "auto":
+        return cfg.regime
+    lams = cfg.flow.lam if isinstance(cfg.flow.lam, tuple) else (cfg.flow.lam,)
+    return "bounded" if min(lams) > 0 else "unbounded"
+
+
+def check(cfg) -> None:
+    """Validate what the configs' own checks cannot see. Raises ValueError."""
+    parse_dtype(cfg.dtype)
+    if cfg.regime not in REGIMES:
+        raise ValueError(f"unknown regime {cfg.regime!r}; valid: {', '.join(REGIMES)}")
+    if cfg.n < 1:
+        raise ValueError(f"n must be >= 1, got {cfg.n!r}")
+    if isinstance(cfg.flow.lam, tuple):
+        raise ValueError("flow.lam must be one number per run (sweep it to batch several)")
+    if cfg.model.name != "meanfield":
+        if cfg.train.weight_decay != 0:
+            raise ValueError("set the weight decay with flow.lam (it applies to every model); "
+                             "train.weight_decay must stay 0")
+        if cfg.train.loss not in ("logistic", cfg.flow.loss):
+            raise ValueError("set the loss with flow.loss (it applies to every model)")
+    from ..models import get_model
+    get_model(cfg.model.name)
+
+
+def samples(cfg, seed: int, device="cpu"):
+    """The run's samples: ``n`` points of the distribution with that seed."""
+    return build_data(cfg.data).sample(cfg.n, seed=seed, dtype=parse_dtype(cfg.dtype), device=device)
+
+
+def _num_outputs(s) -> int:
+    return 1 if s.num_classes == 2 else s.num_classes
+
+
+def output_stats(f: torch.Tensor, s) -> dict:
+    """Output statistics of one network: spread, spread_rel, nc1_out, margin, accuracy."""
+    from ..metrics import neural_collapse, output_collapse
+    f = f.detach().reshape(s.n, -1).to(torch.float64)
+    p = s.p.to(torch.float64)
+    oc = output_collapse(f, s.y, weights=p)
+    if f.shape[1] == 1 and s.num_classes == 2:
+        mu = [float((p[s.y == c] * f[s.y == c, 0]).sum() / p[s.y == c].sum()) for c in (0, 1)]
+        gap = abs(mu[1] - mu[0])
+        pred = (f[:, 0] > 0).long()
+    else:
+        mu = torch.stack([(p[s.y == c, None] * f[s.y == c]).sum(0) / p[s.y == c].sum()
+                          for c in range(s.num_classes)])
+        gap = float(torch.pdist(mu).min())
+        pred = f.argmax(1)
+    try:
+        nc1_out = nan_if_none(neural_collapse(f, s.y, weights=p).nc1)
+    except ValueError:
+        nc1_out = float("nan")
+    return {"spread": oc.spread, "spread_rel": oc.spread / gap if gap > 0 else float("nan"),
+            "nc1_out": nc1_out, "margin": oc.margin,
+            "accuracy": float((p * (pred == s.y).to(p.dtype)).sum())}
+
+
+def feature_spread(h: torch.Tensor, s) -> float:
+    """sqrt(sum_j p_j |h_j - mu_{y_j}|^2) (absolute within-class spread of the features)."""
+    h = h.detach().to(torch.float64)
+    p = s.p.to(torch.float64)
+    tot = 0.0
+    for c in range(s.num_classes):
+        idx = s.y == c
+        pc = p[idx]
+        mu = (pc[:, None] * h[idx]).sum(0) / pc.sum()
+        tot += float((pc * ((h[idx] - mu) ** 2).sum(1)).sum())
+    return math.sqrt(max(tot, 0.0))
+
+
+def _nc(nc) -> dict:
+    return {k: nan_if_none(getattr(nc, k)) for k in ("nc1", "nc1_trace", "nc3", "nc4")}
+
+
+def finish(summary: dict, cfg) -> dict:
+    reg = regime_of(cfg)
+    stat = summary[_STATISTIC[reg]]
+    summary["statistic"] = stat
+    summary["collapsed"] = bool(math.isfinite(stat) and stat < THRESHOLD)
+    return summary
+
+
+# --------------------------------------------------------------------- mean-field particles
+def run_meanfield(cfgs: list, seeds: list, ctx: RunContext) -> list[tuple[dict, list, object]]:
+    """B configurations as one batched flow: [(summary, history rows, particles)] per system."""
+    from ..flow import simulate
+    from ..metrics import particle_neural_collapse
+    from ..models import build_model
+    from ..record import Recorder
+    c0 = cfgs[0]
+    dtype = parse_dtype(c0.dtype)
+    data = [samples(c, s, ctx.device) for c, s in zip(cfgs, seeds)]
+    d, C = data[0].d, data[0].num_classes
+    parts = [build_model(c0.model, d, C, seed=s, dtype=dtype, device=ctx.device) for s in seeds]
+    P = stack_particles(parts)
+    flow = flow_for(c0.flow, ctx)
+    if len(cfgs) > 1:
+        flow = replace(flow, lam=tuple(c.flow.lam for c in cfgs))
+    res = simulate(P, data if len(data) > 1 else data[0], flow, recorder=Recorder("log", num=20),
+                   seed=seeds[0], progress=ctx.progress, checkpoint=ctx.checkpoint("checkpoint.pt"),
+                   checkpoint_every=ctx.checkpoint_every)
+    rows = split_history(res.history, len(cfgs))
+    out = []
+    for i, c in enumerate(cfgs):
+        net = res.particles.select(i)
+        f = net.predict(data[i].X, backend="dense")[0]
+        summary = output_stats(f, data[i])
+        try:
+            summary.update(_nc(particle_neural_collapse(net, data[i], backend="dense")))
+        except ValueError:
+            summary.update(dict.fromkeys(("nc1", "nc1_trace", "nc3", "nc4"), float("nan")))
+        summary["feature_spread"] = feature_spread(net.features(data[i].X)[0] / math.sqrt(net.m),
+                                                    data[i])
+        summary.update({"risk": rows[i][-1]["risk"], "t_end": res.t, "steps": res.steps,
+                        "horizon": res.t})
+        out.append((finish(summary, c), rows[i], net))
+    return out
+
+
+# ----------------------------------------------------------------------------- finite nets
+def run_finite(cfg, seed: int, ctx: RunContext) -> tuple[dict, list]:
+    """One finite net trained by :func:`meanfield.deep.train.train`: (summary, history rows)."""
+    from ..deep.train import collect_features, train
+    from ..models import build_model
+    dtype = parse_dtype(cfg.dtype)
+    s = samples(cfg, seed, ctx.device)
+    bias = cfg.bias_input if cfg.bias_input is not None else cfg.model.name == "deep"
+    s_in = replace(s, X=torch.cat([s.X, torch.ones_like(s.X[:, :1])], 1)) if bias else s
+    net = build_model(cfg.model, s_in.d, _num_outputs(s), seed=seed, dtype=dtype, device=ctx.device)
+    tc = replace(cfg.train, weight_decay=cfg.flow.lam, loss=cfg.flow.loss, seed=seed,
+                 log_every=max(1, cfg.train.epochs // 20))
+    res = train(net, s_in, tc, progress=ctx.progress)
+    h, f = collect_features(net, s_in, tc)
+    from ..metrics import neural_collapse
+    W = net.classifier.weight.detach()
+    b = getattr(net.classifier, "bias", None)
+    summary = output_stats(f, s)
+    try:
+        summary.update(_nc(neural_collapse(h, s.y, classifier=W,
+                                           bias=None if b is None else b.detach(), weights=s.p)))
+    except ValueError:  # degenerate class means (e.g. the net decayed to 0): undefined
+        summary.update(dict.fromkeys(("nc1", "nc1_trace", "nc3", "nc4"), float("nan")))
+    summary["feature_spread"] = feature_spread(h, s)
+    summary.update({"risk": res.final["loss"], "epochs": res.epochs, "steps": res.steps,
+                    "horizon": float(res.epochs)})
+    hist = [{"t": float(r["epoch"]), **{k: v for k, v in r.items() if isinstance(v, (int, float))},
+             "system": 0} for r in res.history]
+    return finish(summary, cfg), hist
+
+
+# ----------------------------------------------------------------------------- entry points
+def run_batch_with(cfgs: list, seeds: list, ctx: RunContext, batch_keys, extra=None) -> list:
+    """Run configurations (one batched flow for ``meanfield``, a loop otherwise).
+
+    ``extra(summary, cfg) -> summary`` adds an experiment's own keys (the enclosure's geometry).
+    """
+    check_batch(list(cfgs), list(seeds), batch_keys)
+    for c in cfgs:
+        check(c)
+    extra = extra or (lambda s, c: s)
+    if cfgs[0].model.name == "meanfield":
+        return [ExperimentResult(extra(summ, c), hist, net)
+                for (summ, hist, net), c in zip(run_meanfield(list(cfgs), list(seeds), ctx), cfgs)]
+    out = []
+    for c, s in zip(cfgs, seeds):
+        summ, hist = run_finite(c, s, replace(ctx, seed=s))
+        out.append(ExperimentResult(extra(summ, c), hist))
+    return out
+
+
+BATCH_KEYS = ("flow.lam",)
+
+
+def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
+    """Several weight decays (and seeds) as one batched flow (``meanfield``), else a loop."""
+    return run_batch_with(cfgs, seeds, ctx, BATCH_KEYS)
+
+
+# ----------------------------------------------------------------------------- figures
+def plot(run, title: str = "", extra_text: str = "") -> list[str]:
+    """The trained decision function over the data (2-D inputs, mean-field particles), and the
+    risk against time or epochs with the regime's statistic, from the run directory."""
+    import matplotlib.pyplot as plt
+    cfg, summ = run.config, run.summary
+    seed = int(run.record.get("seed", 0))
+    s = samples(cfg, seed)
+    P = run.particles if cfg.model.name == "meanfield" else None
+    two_d = s.d == 2 and P is not None
+    fig, axes = plt.subplots(1, 2 if two_d else 1, figsize=(11 if two_d else 5.5, 4.8))
+    axes = list(axes) if two_d else [axes]
+    if two_d:
+        ax = axes[0]
+        X = s.X.double()
+        lo, hi = X.min(0).values - 0.3, X.max(0).values + 0.3
+        g0, g1 = torch.meshgrid(torch.linspace(float(lo[0]), float(hi[0]), 161, dtype=torch.float64),
+                                torch.linspace(float(lo[1]), float(hi[1]), 161, dtype=torch.float64),
+                                indexing="xy")
+        G = torch.stack([g0.reshape(-1), g1.reshape(-1)], 1)
+        f = P.to(torch.float64).predict(G, backend="dense")[0, :, 0].reshape(g0.shape)
+        vmax = float(f.abs().max()) or 1.0
+        cs = ax.contourf(g0, g1, f, levels=torch.linspace(-vmax, vmax, 22).tolist(), cmap="RdBu",
+                         alpha=0.55)
+        ax.contour(g0, g1, f, levels=[0.0], colors="k", linewidths=1.5)
+        fig.colorbar(cs, ax=ax, label="network output f(x)")
+        names = s.class_names or tuple(str(c) for c in range(s.num_classes))
+        for c in range(s.num_classes):
+            idx = s.y == c
+            ax.scatter(X[idx, 0], X[idx, 1], s=14, color=class_colour(c), edgecolor="k", lw=0.3,
+                       label=f"class {names[c]}")
+        ax.plot([], [], "k-", label="decision boundary f = 0")
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+        ax.set_title(f"trained output ({cfg.model.name}); accuracy {summ.get('accuracy', float('nan')):.3f}",
+                     fontsize=9)
+    ax = axes[-1]
+    rows = [r for r in run.history if isinstance(r.get("risk", r.get("loss")), float) and r["t"] > 0]
+    t = [r["t"] for r in rows]
+    risk = [r.get("risk", r.get("loss")) for r in rows]
+    if t:
+        finite = cfg.model.name != "meanfield"
+        ax.plot(t, risk, "o-", ms=3, lw=1.5, color="k",
+                label="training risk" + (" (data term)" if finite else " (with weight decay)"))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch" if finite else "flow time t")
+        ax.set_ylabel("risk")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="upper right")
+    reg = regime_of(cfg)
+    stat = _STATISTIC[reg]
+    txt = (f"{reg} regime: {stat} = {summ.get(stat, float('nan')):.3g} "
+           f"({'collapsed' if summ.get('collapsed') else 'not collapsed'}: threshold {THRESHOLD:g})\n"
+           f"nc1 = {summ.get('nc1', float('nan')):.3g}, output spread = {summ.get('spread', float('nan')):.3g}, "
+           f"spread_rel = {summ.get('spread_rel', float('nan')):.3g}")
+    ax.set_title(txt, fontsize=8)
+    fig.suptitle(title or f"{cfg.data.name}: {cfg.model.name}, {cfg.flow.loss} loss, "
+                 f"λ = {cfg.flow.lam:g}" + extra_text, fontsize=10)
+    fig.tight_layout()
+    run.savefig(fig, "collapse.png")
+    return ["collapse.png"]
+
+
+EXPERIMENT = Experiment(
+    name="collapse",
+    description="any distribution x any model (meanfield, two_layer, deep, mlp) x loss x weight "
+                "decay x horizon: the collapse statistics of its regime, same columns for every model",
+    config=CollapseConfig,
+    run_batch=run_batch,
+    batch_keys=BATCH_KEYS,
+    plot=plot,
+    science=Science(
+        claim="map: does training collapse the classes (outputs and penultimate features)? "
+              "The statistic of the regime (science.md §1) against its threshold",
+        source="docs/science.md §1 (output collapse, NC metrics), §4",
+        regime="bounded", statistic="statistic", threshold=THRESHOLD, collapsed_below=True,
+        labels={"flow.lam": "weight decay λ", "flow.t_end": "flow time t (horizon)",
+                "train.epochs": "epochs (horizon)", "statistic": "the regime's collapse statistic",
+                "nc1": "NC1 of the penultimate features", "spread": "|within-class output spread|"}),
+)
