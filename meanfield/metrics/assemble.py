@@ -126,7 +126,7 @@ def geometry(Mu: Tensor, W: Optional[Tensor], mu_ood: Optional[Tensor], C: int, 
         if strict or (strict is None and vanish):
             raise DegenerateMeansError(msg)
         reasons["nc1"] = (too_narrow(C, q, what) if C - 1 > q else msg) + " (nc1 needs rank C-1)"
-    sig = lam.clamp_min(0).sqrt().flip(0)
+    sig = torch.where(lam > cut, lam.clamp_min(0).sqrt(), 0.0).flip(0)   # below the cut: Gram noise
     if vanish:
         why = ("the class means coincide (the centred means vanish): no measure that divides by "
                "the between-class scale is defined")

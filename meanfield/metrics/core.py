@@ -15,14 +15,12 @@ population (ddof 0) standard deviations, the pseudo-inverse on the rank-(C-1) ra
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Mapping, Optional
 
 import torch
 from torch import Tensor
 
-from ..theory.etf import centred_basis
 
 NC_FIELDS = ("nc1", "nc2_equinorm", "nc2_equinorm_w", "nc2_equiangular", "nc2_etf", "nc2_etf_w",
              "nc3", "nc4", "gram_ortho_w", "gram_ortho_h")

@@ -107,6 +107,19 @@ def layer_outputs(model: nn.Module, X: Tensor) -> list[LayerOutput]:
         model.train(was)
 
 
+def model_samples(model: nn.Module, samples):
+    """(X, y, p, C) on the model's device and dtype; a tuple ``(X, y[, p])`` may hold images."""
+    from ..data.base import as_samples
+    p0 = next(model.parameters())
+    if isinstance(samples, (tuple, list)) and torch.as_tensor(samples[0]).dim() > 2:
+        X = torch.as_tensor(samples[0]).to(dtype=p0.dtype, device=p0.device)
+        y = torch.as_tensor(samples[1], device=p0.device)
+        p = None if len(samples) < 3 else torch.as_tensor(samples[2], device=p0.device)
+        return X, y, p, None
+    s = as_samples(samples, dtype=p0.dtype, device=p0.device)
+    return s.X, s.y, s.p, s.num_classes
+
+
 def layerwise_collapse(model, samples, *, rtol: Optional[float] = None, strict: Optional[bool] = False,
                        backend: str = "auto", system: int = 0) -> LayerwiseCollapse:
     """Every collapse measure at the output of every layer, as one table.
@@ -141,11 +154,10 @@ def layerwise_collapse(model, samples, *, rtol: Optional[float] = None, strict: 
                                   LayerCollapse(1, "output", f.shape[1], out)))
     if not isinstance(model, nn.Module) or not hasattr(model, "classifier"):
         raise ValueError(f"model must be a network with features/classifier or Particles; got {type(model).__name__}")
-    p0 = next(model.parameters())
-    s = as_samples(samples, dtype=p0.dtype, device=p0.device)
+    X, y, p, C = model_samples(model, samples)
     rows = []
-    for i, o in enumerate(layer_outputs(model, s.X)):
-        m = neural_collapse(o.H, s.y, classifier=o.classifier, bias=o.bias, weights=s.p,
-                            num_classes=s.num_classes, **kw)
+    for i, o in enumerate(layer_outputs(model, X)):
+        m = neural_collapse(o.H, y, classifier=o.classifier, bias=o.bias, weights=p,
+                            num_classes=C, **kw)
         rows.append(LayerCollapse(i, o.name, o.H.shape[1], m))
     return LayerwiseCollapse(tuple(rows))

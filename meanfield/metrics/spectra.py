@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -97,14 +96,12 @@ def spectra(features=None, labels=None, *, classifier=None, weights=None, num_cl
         :class:`Spectra`.
     """
     if model is not None:
-        from ..data.base import as_samples
-        from .layerwise import layer_outputs
+        from .layerwise import layer_outputs, model_samples
         if features is not None or samples is None:
             raise ValueError("pass either features, labels or model=, samples= (not both)")
-        p0 = next(model.parameters())
-        s = as_samples(samples, dtype=p0.dtype, device=p0.device)
-        outs = layer_outputs(model, s.X)
-        y, p, C, P = labels_weights(s.y, s.p, s.n, s.num_classes, dtype=p0.dtype, device=p0.device)
+        X, y0, p0, C0 = model_samples(model, samples)
+        outs = layer_outputs(model, X)
+        y, p, C, P = labels_weights(y0, p0, X.shape[0], C0, dtype=X.dtype, device=X.device)
         pen = [o for o in outs if o.classifier is not None][-1]
         return Spectra(
             means=means_spectrum(pen.H, y, p, P, C),
