@@ -87,3 +87,27 @@ def test_maxmargin_path_against_the_lp_oracle():
     f = net.predict(torch.tensor([[1.0], [2.0]], dtype=torch.float64), backend="dense")[0, :, 0]
     assert float(f[1] / f[0]) == pytest.approx(s["ratio_x2"], rel=1e-10)
     assert abs(float(f[1] / f[0]) / 1.5 - 1) <= RATIO_TOL
+
+
+# ---------------------------------------------------------------- §3.2 three atoms: one code path
+def test_three_atoms_langevin_temperature_reaches_the_flow():
+    base = {"m": 30, "flow.t_end": 100.0}
+    a = run_experiment("three_atoms", base, write=False).summary
+    b = run_experiment("three_atoms", {**base, "flow.tau": 0.05}, write=False).summary
+    assert a["gap"] != b["gap"] and a["f_1"] != b["f_1"]
+
+
+def test_three_atoms_single_run_is_the_batched_path_with_one_system():
+    from meanfield.experiments import RunContext, get_experiment, resolve_config
+    exp = get_experiment("three_atoms")
+    assert exp.run is None and exp.run_batch is not None
+    cfgs = [resolve_config(exp, {"m": 30, "flow.t_end": 100.0, "data.p3": p3}) for p3 in (1.0, 2.0)]
+    both = exp.run_batch(cfgs, [0, 1], RunContext())
+    for i, c in enumerate(cfgs):
+        one = exp.run_batch([c], [i], RunContext())[0]
+        assert one.summary["gap"] == pytest.approx(both[i].summary["gap"], rel=1e-12, abs=1e-14)
+        assert {r["system"] for r in both[i].history} == {i}
+        assert {r["system"] for r in one.history} == {0}
+    with pytest.raises(ValueError, match="m"):
+        exp.run_batch([cfgs[0], resolve_config(exp, {"m": 31, "flow.t_end": 100.0})], [0, 0],
+                      RunContext())

@@ -24,13 +24,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.base import Samples
 from ..flow import FlowConfig, simulate
 from ..particles import Particles
 from ..record import Recorder
-from .registry import Experiment, ExperimentResult, RunContext, agreement, parse_dtype
+from ..study.spec import DataSpec
+from .collapse import check_batch, class_colour, split_history, stack_particles
+from .registry import (Experiment, ExperimentResult, RunContext, Science, Theory, agreement,
+                       flow_for, parse_dtype)
 
 POSITIONS = ((-1.0, 0.0), (1.0, 1.0), (1.0, 0.0))  # sigma(-x), sigma(x + 1), sigma(x)
+THRESHOLD = 0.05
 
 
 @dataclass(frozen=True)
@@ -38,37 +41,23 @@ class ThreeAtomsConfig:
     """Parameters of the three-atom experiment.
 
     Attributes:
-        p1, p2, p3: relative masses of the atoms -1, 0, 1 (normalised to sum 1).
+        data: the atoms -1, 0, 1 with relative masses data.p1, data.p2, data.p3 (normalised to sum 1).
+        flow: the flow of the outer weights (exponential loss, frozen inner weights, log-time steps).
         q1, q2, q3: relative fractions of neurons at the three inner positions.
         m: number of neurons.
         scale_a: standard deviation of the initial outer weights.
-        t_end: final time.
-        dt: first time step; then dt = ds * t (log-time).
-        ds: log-time step.
-        integrator: euler, heun or rk4.
         dtype: float64 or float32.
     """
 
-    p1: float = 1.0
-    p2: float = 1.0
-    p3: float = 1.0
+    data: DataSpec = DataSpec("three_atoms", {"p1": 1.0, "p2": 1.0, "p3": 1.0})
+    flow: FlowConfig = FlowConfig(loss="exponential", lam=0.0, integrator="heun", dt=0.01,
+                                  ds=0.01, t_end=1e6, stepping="log", train_inner=False)
     q1: float = 1.0
     q2: float = 1.0
     q3: float = 1.0
     m: int = 300
     scale_a: float = 1.0
-    t_end: float = 1e6
-    dt: float = 0.01
-    ds: float = 0.01
-    integrator: str = "heun"
     dtype: str = "float64"
-
-
-def three_atom_samples(p1: float, p2: float, p3: float, *, dtype=torch.float64, device="cpu") -> Samples:
-    """The seed geometry: atoms -1, 0, 1, labels 1, 0, 1 (class 1 is +1), masses normalised."""
-    return Samples.from_masses(torch.tensor([[-1.0], [0.0], [1.0]]), torch.tensor([1, 0, 1]),
-                               [p1, p2, p3], num_classes=2, class_names=("-1", "+1"),
-                               dtype=dtype, device=device)
 
 
 def gap_theory(p1: float, p3: float, q1: float = 1.0, q3: float = 1.0) -> float:
@@ -76,41 +65,32 @@ def gap_theory(p1: float, p3: float, q1: float = 1.0, q3: float = 1.0) -> float:
     return math.log(q3 * p3 / (2.0 * q1 * p1))
 
 
+def gap_law(p) -> float:
+    """:func:`gap_theory` of flat dotted parameters (``data.p1``, ``data.p3``, ``q1``, ``q3``)."""
+    return gap_theory(float(p["data.p1"]), float(p["data.p3"]), float(p.get("q1", 1.0)),
+                      float(p.get("q3", 1.0)))
+
+
+def samples(cfg, dtype=torch.float64, device="cpu"):
+    """The atoms of the config's distribution (three atoms in 1-D: -1, 0, 1). Raises ValueError."""
+    s = cfg.data.build().sample(dtype=dtype, device=device)
+    if s.d != 1 or s.n != 3 or s.X[:, 0].tolist() != [-1.0, 0.0, 1.0]:
+        raise ValueError(f"three_atoms needs the atoms -1, 0, 1 (data=three_atoms); got "
+                         f"{cfg.data.name!r} with {s.n} points in {s.d}-D: use the experiment "
+                         "'collapse' for other distributions")
+    return s
+
+
 # parameters that may differ between the systems of one batch (the others set shapes and time steps)
-BATCH_KEYS = ("p1", "p2", "p3", "q1", "q2", "q3", "scale_a")
+BATCH_KEYS = ("data.p1", "data.p2", "data.p3", "q1", "q2", "q3", "scale_a")
 
 
-def _simulate(cfgs: list, seeds: list, ctx: RunContext, checkpoint=None):
-    """Run len(cfgs) systems as one batched flow; returns (FlowResult, [Samples per system])."""
-    c0 = cfgs[0]
-    shared = [k for k in ThreeAtomsConfig.__dataclass_fields__ if k not in BATCH_KEYS]
-    for c in cfgs[1:]:
-        diff = [k for k in shared if getattr(c, k) != getattr(c0, k)]
-        if diff:
-            raise ValueError(f"systems of one batch must share {', '.join(diff)}; group them first")
-    dtype = parse_dtype(c0.dtype)
-    data = [three_atom_samples(c.p1, c.p2, c.p3, dtype=dtype, device=ctx.device) for c in cfgs]
-    parts = [Particles.at_positions(POSITIONS, m=c.m, fractions=(c.q1, c.q2, c.q3),
-                                    scale_a=c.scale_a, activation="smoothstep", seed=s,
-                                    dtype=dtype, device=ctx.device) for c, s in zip(cfgs, seeds)]
-    P = parts[0] if len(parts) == 1 else Particles(
-        torch.cat([x.a for x in parts]), torch.cat([x.w for x in parts]),
-        torch.cat([x.b for x in parts]), "smoothstep")
-    flow = FlowConfig(loss="exponential", lam=0.0, integrator=c0.integrator, dt=c0.dt, ds=c0.ds,
-                      t_end=c0.t_end, stepping="log", train_inner=False, backend=ctx.backend)
-
-    def outputs(c):
-        f = c.outputs[:, :, 0]
-        return {"f_minus1": f[:, 0], "f_0": f[:, 1], "f_1": f[:, 2], "gap": f[:, 2] - f[:, 0]}
-
-    rec = Recorder("log", num=80, t_min=min(1e-2, c0.t_end / 10), stats={"outputs": outputs})
-    res = simulate(P, data if len(data) > 1 else data[0], flow, recorder=rec, seed=seeds[0],
-                   progress=ctx.progress, checkpoint=checkpoint,
-                   checkpoint_every=ctx.checkpoint_every)
-    return res, data
+def _outputs(c):
+    f = c.outputs[:, :, 0]
+    return {"f_minus1": f[:, 0], "f_0": f[:, 1], "f_1": f[:, 2], "gap": f[:, 2] - f[:, 0]}
 
 
-def _summary(history: list, particles: Particles, s: int, data: Samples, res) -> dict:
+def _summary(history: list, particles: Particles, s: int, data, res) -> dict:
     """Summary of system s (its history rows, its slice of the particles)."""
     # actual fractions after rounding to whole neurons
     q = [(particles.w[s, :, 0] == w) & (particles.b[s] == b) for w, b in POSITIONS]
@@ -127,68 +107,72 @@ def _summary(history: list, particles: Particles, s: int, data: Samples, res) ->
     return summary
 
 
-def run(cfg: ThreeAtomsConfig, ctx: RunContext) -> ExperimentResult:
-    res, (data,) = _simulate([cfg], [ctx.seed], ctx, checkpoint=ctx.checkpoint())
-    summary = _summary(res.history, res.particles, 0, data, res)
-    figs = []
-    if ctx.out is not None and ctx.figures:
-        theory = summary["gap_theory"]
-        figs = _figures(res.history, res.particles, data, theory, cfg, ctx)
-    return ExperimentResult(summary, res.history, res.particles, tuple(figs))
-
-
 def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
-    """Several configurations (differing only in BATCH_KEYS) and seeds as one batched flow.
+    """Configurations (differing only in BATCH_KEYS) and seeds as one batched flow.
 
-    Returns:
-        one :class:`ExperimentResult` per configuration (no figures, no particles), equal to
-        what :func:`run` gives for each up to floating-point rounding.
+    A single run is this path with one configuration. Returns one :class:`ExperimentResult` per
+    configuration (its history rows carry ``system``; its particles are its own system).
     """
-    if len(cfgs) != len(seeds) or not cfgs:
-        raise ValueError(f"run_batch needs one seed per config; got {len(cfgs)} configs, {len(seeds)} seeds")
-    res, data = _simulate(list(cfgs), list(seeds), ctx)
-    out = []
-    for s in range(len(cfgs)):
-        hist = [{k: v for k, v in r.items() if k != "system"} for r in res.history
-                if len(cfgs) == 1 or r.get("system") == s]
-        out.append(ExperimentResult(_summary(hist, res.particles, s, data[s], res), hist))
-    return out
+    check_batch(list(cfgs), list(seeds), BATCH_KEYS)
+    c0 = cfgs[0]
+    dtype = parse_dtype(c0.dtype)
+    data = [samples(c, dtype, ctx.device) for c in cfgs]
+    P = stack_particles([Particles.at_positions(POSITIONS, m=c.m, fractions=(c.q1, c.q2, c.q3),
+                                                scale_a=c.scale_a, activation="smoothstep", seed=s,
+                                                dtype=dtype, device=ctx.device)
+                         for c, s in zip(cfgs, seeds)])
+    flow = flow_for(c0.flow, ctx)
+    rec = Recorder("log", num=80, t_min=min(1e-2, flow.t_end / 10), stats={"outputs": _outputs})
+    res = simulate(P, data if len(data) > 1 else data[0], flow, recorder=rec, seed=seeds[0],
+                   progress=ctx.progress, checkpoint=ctx.checkpoint("checkpoint.pt"),
+                   checkpoint_every=ctx.checkpoint_every)
+    rows = split_history(res.history, len(cfgs))
+    return [ExperimentResult(_summary(rows[s], res.particles, s, data[s], res), rows[s],
+                             res.particles.select(s)) for s in range(len(cfgs))]
 
 
-def _figures(history, particles, data, theory, cfg, ctx) -> list[str]:
+def plot(run) -> list[str]:
+    """gap.png (the gap against time, the theory line) and output.png (f over the line)."""
     import matplotlib.pyplot as plt
-    t = [r["t"] for r in history if r["t"] > 0]
-    gap = [r["gap"] for r in history if r["t"] > 0]
+    cfg, summ, P = run.config, run.summary, run.particles
+    theory = summ["gap_theory"]
+    rows = [r for r in run.history if r["t"] > 0]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(t, gap, lw=2, label="mean-field flow, f(1) − f(−1)")
+    ax.plot([r["t"] for r in rows], [r["gap"] for r in rows], lw=2,
+            label="mean-field flow, f(1) − f(−1)")
     ax.axhline(theory, color="k", ls="--", label=f"theory log(q₃p₃ / 2q₁p₁) = {theory:.4f}")
+    ax.axhspan(-THRESHOLD, THRESHOLD, color="0.85", label=f"collapsed: |gap| < {THRESHOLD:g}")
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("time t (log scale)")
     ax.set_ylabel("within-class gap f(1) − f(−1)")
-    ax.set_title(f"Three atoms: class {{−1, 1}} collapses only if p₃ = 2p₁\n"
-                 f"(p = {data.p[0]:.3g}, {data.p[1]:.3g}, {data.p[2]:.3g}; m = {particles.m})")
-    ax.legend(loc="best", fontsize=9)
+    ax.set_title(f"Three atoms: class {{−1, 1}} collapses only if q₃p₃ = 2q₁p₁\n"
+                 f"(p = {summ['p1']:.3g}, {summ['p2']:.3g}, {summ['p3']:.3g}; m = {cfg.m}; "
+                 f"|gap − theory| = {abs(summ['gap'] - theory):.2g}, tol {summ['gap_tol']:g})",
+                 fontsize=9)
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
-    ctx.savefig(fig, "gap.png")
-
-    xs = torch.linspace(-1.5, 1.5, 301, dtype=particles.dtype, device=particles.device)[:, None]
-    f = particles.predict(xs, backend="dense")[0, :, 0].cpu()
+    figs = [run.savefig(fig, "gap.png") and "gap.png"]
+    if P is None:
+        return [f for f in figs if f]
+    data = samples(cfg, P.dtype)
+    xs = torch.linspace(-1.5, 1.5, 301, dtype=P.dtype)[:, None]
+    f = P.predict(xs, backend="dense")[0, :, 0]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(xs[:, 0].cpu(), f, lw=2, label=f"network output f(x) at t = {history[-1]['t']:.3g}")
-    X = data.X[:, 0].cpu()
-    fa = particles.predict(data.X, backend="dense")[0, :, 0].cpu()
-    colors = ["tab:blue" if int(c) == 1 else "tab:red" for c in data.y]
-    ax.scatter(X, fa, c=colors, s=600 * data.p.cpu(), zorder=3, edgecolor="k",
-               label="atoms (size ∝ mass; blue = class +1, red = class −1)")
+    ax.plot(xs[:, 0], f, lw=2, color="k", label=f"network output f(x) at t = {summ['t_end']:.3g}")
+    fa = P.predict(data.X, backend="dense")[0, :, 0]
+    for c, name in ((1, "class +1 (atoms −1, 1)"), (0, "class −1 (atom 0)")):
+        idx = data.y == c
+        ax.scatter(data.X[idx, 0], fa[idx], color=class_colour(c), s=600 * data.p[idx], zorder=3,
+                   edgecolor="k", label=f"{name}; size ∝ mass")
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set_xlabel("input x")
-    ax.set_ylabel("f(x)")
-    ax.set_title("Output function of the trained network")
+    ax.set_ylabel("network output f(x)")
+    ax.set_title("Output function of the trained network (frozen smoothstep features)", fontsize=9)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=8)
     ax.grid(alpha=0.3)
-    ctx.savefig(fig, "output.png")
-    return ["gap.png", "output.png"]
+    run.savefig(fig, "output.png")
+    return [f for f in figs if f] + ["output.png"]
 
 
 EXPERIMENT = Experiment(
@@ -196,8 +180,18 @@ EXPERIMENT = Experiment(
     description="Three atoms -1,0,1 (class {-1,1} vs {0}), frozen smoothstep features, exponential "
                 "loss: f(1)-f(-1) -> log(q3 p3 / 2 q1 p1) (science.md §3.2)",
     config=ThreeAtomsConfig,
-    run=run,
-    claim="f(1) − f(−1) → log(p₃ / 2p₁): the non-convex class collapses only when p₃ = 2p₁",
     run_batch=run_batch,
     batch_keys=BATCH_KEYS,
+    plot=plot,
+    science=Science(
+        claim="f(1) − f(−1) → log(q₃p₃ / 2q₁p₁): the non-convex class collapses only when q₃p₃ = 2q₁p₁",
+        source="docs/science.md §3.2; Wojtowytsch & E, the three-atom counterexample (frozen flat features)",
+        regime="unbounded", statistic="|gap|", threshold=THRESHOLD, collapsed_below=True,
+        theory=Theory(gap_law, ("data.p1", "data.p3", "q1", "q3"), "theory: q₃p₃ = 2q₁p₁",
+                      collapsed="zero"),
+        labels={"data.p1": "p₁ (relative mass of atom −1)", "data.p2": "p₂ (relative mass of atom 0)",
+                "data.p3": "p₃ (relative mass of atom +1)", "q1": "q₁ (fraction of neurons σ(−x))",
+                "q2": "q₂ (fraction of neurons σ(x + 1))", "q3": "q₃ (fraction of neurons σ(x))",
+                "scale_a": "initial outer-weight scale", "|gap|": "|f(1) − f(−1)|",
+                "gap": "f(1) − f(−1)"}),
 )
