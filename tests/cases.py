@@ -19,3 +19,13 @@ THREE_ATOM_TOL = 1e-2
 
 def three_atom_gap(p1, p3, q1=1.0, q3=1.0):
     return math.log(q3 * p3 / (2 * q1 * p1))
+
+
+def activation_cases(kernel=None):
+    """Built-in activation names from the registry, those with a ``kernel`` ("keops", "numba") if given.
+
+    Backend tests take their activations from here, so a new built-in is tested everywhere it runs.
+    """
+    from meanfield.activations import ACTIVATIONS
+    return [name for name, act in ACTIVATIONS.items()
+            if act.builtin and (kernel is None or getattr(act, kernel) is not None)]

@@ -15,10 +15,11 @@ from meanfield.activations import LEAKY_SLOPE, get_activation, list_activations,
 from meanfield.backends.dense import DenseBackend
 from meanfield.backends.keops import KeOpsBackend, keops_formulas
 
+from cases import activation_cases
 from conftest import requires_cuda
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-BUILTINS = ["relu", "leaky_relu", "smoothstep", "tanh", "sigmoid", "softplus"]
+BUILTINS = activation_cases("keops")
 DENSE = DenseBackend()
 
 

@@ -9,9 +9,11 @@ from meanfield.backends import get_backend
 from meanfield.flow import FlowConfig
 from meanfield.losses import get_loss
 
+from cases import activation_cases
+
 numba = pytest.importorskip("numba")
 
-ACTS = ["relu", "leaky_relu", "smoothstep", "tanh", "sigmoid", "softplus"]
+ACTS = activation_cases("numba")
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 

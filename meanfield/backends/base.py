@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import math
+import os
+from pathlib import Path
 from typing import Callable, Optional, Protocol, runtime_checkable
 
 import torch
@@ -95,42 +99,92 @@ def _try(name: str) -> Optional[Backend]:
         return None
 
 
-# activations whose numba kernels vectorise (piecewise polynomials); tanh/sigmoid/softplus call
-# libm scalar by scalar without SVML and measured no faster than dense (benchmarks/bench_step.py)
-_NUMBA_FAST = ("relu", "leaky_relu", "smoothstep")
+#: the measured crossover table ``auto`` reads on CPU (written by ``meanfield bench --write-table``)
+TABLE_PATH = Path(__file__).with_name("auto_table.json")
+TABLE_VERSION = 1
+_TABLE: dict = {}
+TINY = 4096  # per-system m n below which CUDA runs dense (kernel launch overhead)
+
+
+def load_table(path: Optional[str | Path] = None) -> dict:
+    """The crossover table (cached per path): ``{"version", "machine", "date", "rows": [...]}``.
+
+    Each row is one measurement: ``act, dtype, d, m, n`` and the seconds per reduction pair of
+    each backend (``numba_s``, ``dense_s``); ``best`` is the faster one.
+
+    Raises:
+        ValueError: a table of another version, or without rows.
+    """
+    path = Path(path or os.environ.get("MEANFIELD_AUTO_TABLE") or TABLE_PATH)
+    key = str(path)
+    if key not in _TABLE:
+        try:
+            tab = json.loads(path.read_text())
+        except FileNotFoundError:
+            tab = {"version": TABLE_VERSION, "rows": []}
+        if tab.get("version") != TABLE_VERSION or not isinstance(tab.get("rows"), list):
+            raise ValueError(f"backend table {path} has version {tab.get('version')!r}, expected "
+                             f"{TABLE_VERSION}; re-measure it with `meanfield bench --write-table`")
+        _TABLE[key] = tab
+    return _TABLE[key]
+
+
+def table_choice(act: Activation, dtype: torch.dtype, m: int, n: int, d: int,
+                 table: Optional[dict] = None) -> tuple[str, str]:
+    """CPU choice between numba and dense from the measured table: (name, why).
+
+    The nearest measured row of this activation and dtype decides: nearest in log d first (the
+    crossover is mostly a function of d), then in log(m n). An activation or dtype the table has
+    not measured runs on dense. Never depends on the batch size.
+    """
+    tab = load_table() if table is None else table
+    dt = str(dtype).replace("torch.", "")
+    rows = [r for r in tab["rows"] if r["act"] == act.name and r["dtype"] == dt]
+    if not rows:
+        return "dense", f"no measurement for {act.name}/{dt} in the backend table"
+    mn = max(m * n, 1)
+
+    def dist(r):
+        return (4.0 * abs(math.log(max(d, 1) / r["d"])) + abs(math.log(mn / (r["m"] * r["n"]))))
+    r = min(rows, key=dist)
+    return r["best"], (f"table {tab.get('date', '?')}: nearest measured {act.name}/{dt} "
+                       f"d={r['d']} m={r['m']} n={r['n']}: numba {r['numba_s']:.2e}s vs dense "
+                       f"{r['dense_s']:.2e}s")
 
 
 def resolve_backend(name: str | Backend, *, act: Activation, device: torch.device, m: int, n: int,
-                    d: int, batch: int = 1) -> Backend:
-    """Pick a concrete backend; ``auto`` chooses by device, size and availability and logs why.
+                    d: int, batch: int = 1, dtype: Optional[torch.dtype] = None) -> Backend:
+    """Pick a concrete backend; ``auto`` chooses by device, per-system size and activation.
 
-    ``auto``: on CUDA, KeOps when installed (fused, O(m + n) memory) else dense; on CPU, the numba
-    kernels for relu, leaky_relu and smoothstep at small d (d <= 16, where a fused pass beats
-    BLAS), else dense (large d: the matrix products of ``dense`` win; tanh/sigmoid/softplus: no
-    vectorised kernel). Tiny problems (B m n < 4096) use dense.
+    ``auto`` decides from the per-system problem (m, n, d, activation, dtype, device) only, never
+    from the batch size ``batch`` (kept for compatibility, ignored), so grouping systems into
+    batches never changes the backend. On CUDA: KeOps when it supports the activation (and
+    m n >= 4096), else dense. On CPU: numba or dense as measured by ``meanfield bench
+    --write-table`` for the nearest (activation, dtype, d, m n) in :data:`TABLE_PATH`; with no
+    ``dtype`` the float64 measurements decide. The choice is logged.
     """
     if name != "auto":
         be = get_backend(name)
         if not be.supports(act, device):
             raise ValueError(f"backend {be.name!r} does not support activation {act.name!r} on "
-                             f"{device.type}; use backend='dense' (user-defined activations run "
-                             "on dense only)")
+                             f"{device.type}; use backend='dense' (activations registered without "
+                             "keops/numba kernels run on dense only)")
         return be
-    pick, why = None, ""
-    if m * n * batch < 4096:
-        pick, why = "dense", "tiny problem"
-    elif device.type == "cuda":
+    device = torch.device(device)
+    if device.type == "cuda":
         be = _try("keops")
-        if be is not None and be.supports(act, device):
+        if m * n < TINY:
+            pick, why = "dense", f"CUDA, tiny problem (m n = {m * n} < {TINY})"
+        elif be is not None and be.supports(act, device):
             pick, why = "keops", "CUDA device with pykeops"
         else:
             pick, why = "dense", "CUDA device, keops unavailable for this activation"
     else:
         be = _try("numba")
-        if be is not None and be.supports(act, device) and d <= 16 and act.name in _NUMBA_FAST:
-            pick, why = "numba", f"CPU, {act.name} (vectorised fused kernel), d={d} <= 16"
+        if be is None or not be.supports(act, device):
+            pick, why = "dense", f"CPU, numba {'unavailable' if be is None else 'has no code for ' + act.name}"
         else:
-            pick, why = "dense", f"CPU, {act.name}, d={d}" + ("" if be is not None else ", numba unavailable")
+            pick, why = table_choice(act, dtype or torch.float64, m, n, d)
     log.info("backend auto -> %s (%s)", pick, why)
     return get_backend(pick)
 

@@ -19,8 +19,8 @@ broadcasts over the B systems without a copy.
 Kinks: KeOps's own ``ReLU`` derivative is ``Step`` with ``Step(0) = 1``, torch's is 0. This module
 never differentiates symbolically: sigma' is written out as ``1 - Step(-z)`` (0 at z = 0) for relu
 and ``IfElse(-z, slope, 1)`` (the slope at z = 0) for leaky relu, matching
-:mod:`meanfield.activations` exactly. Only the built-in activations run here (by name);
-user-registered ones run on ``dense``.
+:mod:`meanfield.activations` exactly. The formulas come from the activation object
+(:attr:`meanfield.activations.Activation.keops`); activations without them run on ``dense``.
 """
 
 from __future__ import annotations
@@ -28,42 +28,32 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..activations import LEAKY_SLOPE, Activation
+from ..activations import Activation, get_activation
 from .base import check_operands
 
 __all__ = ["KeOpsBackend", "keops_formulas"]
 
 log = logging.getLogger("meanfield")
 
-# sigma(Z) and sigma'(Z) as KeOps formula text, Z the pre-activation. ``c`` is the leaky slope,
-# passed as a parameter (KeOps's RatCst is rounded to float32, which would break float64 runs).
-_SIG = "Inv(IntCst(1)+Exp(-(Z)))"                 # sigmoid(Z), stable: exp overflow gives 0
-_SIG2 = "Inv(IntCst(1)+Exp(IntCst(-2)*(Z)))"      # sigmoid(2Z)
-_U = "ClampInt(Z,0,1)"
-_ACTS: dict[str, tuple[str, str]] = {
-    "relu": ("ReLU(Z)", "(IntCst(1)-Step(-(Z)))"),
-    "leaky_relu": ("IfElse(Z,Z,c*(Z))", "IfElse(-(Z),c,IntCst(1))"),
-    "smoothstep": (f"(Square({_U})*(IntCst(3)-IntCst(2)*{_U}))",
-                   f"(IntCst(6)*{_U}*(IntCst(1)-{_U}))"),
-    # tanh z = 2 sigmoid(2z) - 1, tanh' z = 4 s (1 - s) with s = sigmoid(2z): no inf/inf anywhere
-    "tanh": (f"(IntCst(2)*{_SIG2}-IntCst(1))", f"(IntCst(4)*{_SIG2}*(IntCst(1)-{_SIG2}))"),
-    "sigmoid": (_SIG, f"({_SIG}*(IntCst(1)-{_SIG}))"),
-    # softplus z = relu(z) + log(1 + exp(-|z|)): no overflow
-    "softplus": ("(ReLU(Z)+Log(IntCst(1)+Exp(-Abs(Z))))", _SIG),
-}
-_PARAMS = {"leaky_relu": LEAKY_SLOPE}
+def _kernel(act):
+    act = get_activation(act)
+    if act.keops is None:
+        raise ValueError(f"activation {act.name!r} has no keops formulas (register it with "
+                         "keops=(sigma, dsigma) formula strings, or use backend='dense')")
+    return act.keops
 
 
-def keops_formulas(act: str, reduction: str, k: int, d: int) -> tuple[str, list[str]]:
+def keops_formulas(act, reduction: str, k: int, d: int) -> tuple[str, list[str]]:
     """The KeOps formula and its variable declarations for one reduction.
 
     Args:
-        act: a built-in activation name.
+        act: an :class:`~meanfield.activations.Activation` with ``keops`` formulas, or its name.
         reduction: ``outputs`` (i = sample, j = particle), ``velocities`` (i = particle,
             j = sample; output ``-(g sigma, s x, s)`` of dim k + d + 1) or ``velocities_a``
             (only ``-g sigma``, dim k: frozen inner weights).
@@ -72,12 +62,10 @@ def keops_formulas(act: str, reduction: str, k: int, d: int) -> tuple[str, list[
     Returns:
         (formula, aliases) for :class:`pykeops.torch.Genred` with ``axis=1``.
     """
-    if act not in _ACTS:
-        raise ValueError(f"keops has no formula for activation {act!r}; built-ins: "
-                         f"{', '.join(sorted(_ACTS))} (use backend='dense')")
+    kern = _kernel(act)
     z = "((w|x)+b)"
-    fn, dfn = (s.replace("Z", z) for s in _ACTS[act])
-    extra = ["c=Pm(1)"] if act in _PARAMS else []
+    fn, dfn = (_subst(s, z) for s in (kern.fn, kern.deriv))
+    extra = [f"{name}=Pm(1)" for name, _ in kern.params]
     if reduction == "outputs":
         return f"a*{fn}", [f"x=Vi({d})", f"a=Vj({k})", f"w=Vj({d})", "b=Vj(1)"] + extra
     al = [f"a=Vi({k})", f"w=Vi({d})", "b=Vi(1)", f"x=Vj({d})", f"g=Vj({k})"] + extra
@@ -87,6 +75,11 @@ def keops_formulas(act: str, reduction: str, k: int, d: int) -> tuple[str, list[
         # s = (a.g) sigma'(z) appears once, multiplied by (x, 1)
         return f"-Concat(g*{fn},((a|g)*{dfn})*Concat(x,IntCst(1)))", al
     raise ValueError(f"unknown reduction {reduction!r}; valid: outputs, velocities, velocities_a")
+
+
+def _subst(formula: str, z: str) -> str:
+    """Replace the variable ``Z`` (a whole token) by ``z``."""
+    return re.sub(r"(?<![A-Za-z0-9_])Z(?![A-Za-z0-9_])", z, formula)
 
 
 class KeOpsBackend:
@@ -115,7 +108,7 @@ class KeOpsBackend:
                 w = torch.ones(1, 2, 2, device=dev)
                 b = torch.zeros(1, 2, device=dev)
                 X = torch.ones(1, 3, 2, device=dev)
-                f = self._run("relu", "outputs", X, a, w, b[..., None])
+                f = self._run(get_activation("relu"), "outputs", X, a, w, b[..., None])
                 ok = bool(torch.allclose(f.cpu(), torch.full((1, 3, 1), 4.0)))
                 if not ok:
                     log.warning("keops probe on %s returned a wrong value; keops disabled there",
@@ -132,14 +125,14 @@ class KeOpsBackend:
         return self._probe_device("cpu")
 
     def supports(self, act: Activation, device: torch.device) -> bool:
-        """Built-in activations (by name) on a device type where the probe ran."""
+        """Activations with keops formulas, on a device type where the probe ran."""
         device = torch.device(device)
-        return (bool(getattr(act, "builtin", False)) and act.name in _ACTS
-                and device.type in ("cpu", "cuda") and self._probe_device(device.type))
+        return (getattr(act, "keops", None) is not None and device.type in ("cpu", "cuda")
+                and self._probe_device(device.type))
 
     # ------------------------------------------------------------------ kernels
-    def _routine(self, act: str, reduction: str, k: int, d: int):
-        key = (act, reduction, k, d)
+    def _routine(self, act: Activation, reduction: str, k: int, d: int):
+        key = (act.keops, reduction, k, d)
         if key not in self._routines:
             with contextlib.redirect_stdout(io.StringIO()):  # pykeops prints a CUDA warning on import
                 from pykeops.torch import Genred
@@ -147,7 +140,7 @@ class KeOpsBackend:
             self._routines[key] = Genred(formula, aliases, reduction_op="Sum", axis=1)
         return self._routines[key]
 
-    def _run(self, act: str, reduction: str, *args: Tensor) -> Tensor:
+    def _run(self, act: Activation, reduction: str, *args: Tensor) -> Tensor:
         """Call the routine; args are 3-D (batch, rows, dim) tensors in the alias order."""
         if reduction == "outputs":
             k, d = args[1].shape[-1], args[0].shape[-1]
@@ -155,17 +148,16 @@ class KeOpsBackend:
             k, d = args[0].shape[-1], args[1].shape[-1]
         routine = self._routine(act, reduction, k, d)
         args = tuple(t.contiguous() for t in args)
-        if act in _PARAMS:
-            args = args + (torch.full((1, 1, 1), _PARAMS[act], dtype=args[0].dtype,
-                                      device=args[0].device),)
+        args = args + tuple(torch.full((1, 1, 1), value, dtype=args[0].dtype, device=args[0].device)
+                            for _, value in act.keops.params)
         backend = "GPU" if args[0].is_cuda else "CPU"
         return routine(*args, backend=backend)
 
     @staticmethod
     def _check(act: Activation, *ts: Tensor) -> None:
-        if act.name not in _ACTS or not getattr(act, "builtin", False):
-            raise ValueError(f"keops runs only the built-in activations ({', '.join(sorted(_ACTS))});"
-                             f" {act.name!r} is user-defined: use backend='dense'")
+        if getattr(act, "keops", None) is None:
+            raise ValueError(f"keops runs activations with keops formulas; {act.name!r} has none: "
+                             "use backend='dense' or register it with keops=(sigma, dsigma)")
         dt = {t.dtype for t in ts}
         if len(dt) != 1 or next(iter(dt)) not in (torch.float32, torch.float64):
             raise ValueError(f"keops needs one dtype, float32 or float64, for every operand; got "
@@ -181,7 +173,7 @@ class KeOpsBackend:
         n = X.shape[1]
         if n == 0:
             return a.new_zeros(B, 0, k)
-        f = self._run(act.name, "outputs", X, a, w, b[..., None])
+        f = self._run(act, "outputs", X, a, w, b[..., None])
         if f.shape[0] != B:  # B = 1 operands with Bx = 1: KeOps keeps the batch axis anyway
             f = f.expand(B, n, k)
         return f / m
@@ -197,6 +189,6 @@ class KeOpsBackend:
             return (a.new_zeros(B, m, k), a.new_zeros(B, m, d) if inner else None,
                     a.new_zeros(B, m) if inner else None)
         if not inner:
-            return self._run(act.name, "velocities_a", a, w, b[..., None], X, g), None, None
-        v = self._run(act.name, "velocities", a, w, b[..., None], X, g)
+            return self._run(act, "velocities_a", a, w, b[..., None], X, g), None, None
+        v = self._run(act, "velocities", a, w, b[..., None], X, g)
         return v[..., :k].contiguous(), v[..., k:k + d].contiguous(), v[..., k + d].contiguous()

@@ -1,38 +1,17 @@
 """Numba backend: fused, compiled, multi-threaded CPU kernels for the two reductions.
 
-Both reductions are single fused passes over all (particle, sample) pairs that never materialise
-an m x n matrix (memory O((m + n) d)):
-
-.. math::
-
-    f_{bj} = \\frac1m \\sum_i a_{bi}\\,\\sigma(z_{bij}),\\qquad z_{bij} = w_{bi}\\cdot x_{bj} + b_{bi}
-
-    v^a_{bi} = -\\sum_j g_{bj}\\sigma(z_{bij}),\\quad
-    v^w_{bi} = -\\sum_j (a_{bi}\\cdot g_{bj})\\sigma'(z_{bij})\\,x_{bj},\\quad
-    v^b_{bi} = -\\sum_j (a_{bi}\\cdot g_{bj})\\sigma'(z_{bij})
-
-Layout and parallelism (structure of arrays, ``prange`` over independent tiles, so no two threads
-ever write the same element):
-
-- ``outputs``: each task owns a tile of samples of one system and loops over all particles; the
-  inner loop runs over the tile's samples (contiguous, vectorised), accumulating in a private
-  (k, tile) buffer.
-- ``velocities``: each task owns a tile of particles of one system and loops over all samples; the
-  inner loop runs over the tile's particles, accumulating (v_a, v_w, v_b) in private buffers.
-
-The inner dimension d and the number of outputs k are compile-time constants (the kernels are
-specialised on them through the length of a dummy tuple), so the loops over d and k unroll and the
-loop over the tile vectorises. One kernel pair is compiled per activation (the activation is a
-closure constant, so the branch on it folds away), per dtype (float32 and float64 are separate
-specialisations) and per (d, k); everything is cached on disk (``cache=True``, in numba's cache
-folder, ``NUMBA_CACHE_DIR`` to move it). First-call compile cost: see :data:`COMPILE_NOTE`.
+The kernels (:mod:`meanfield.backends.numba_kernels`) are built per activation from the scalar
+code the activation carries (:attr:`meanfield.activations.Activation.numba`), so any activation
+with numba code runs here, built-in or registered by a user; one kernel pair is compiled per
+(activation, dtype, d, k). Built-ins are cached on disk (``cache=True``, in numba's cache
+folder, ``NUMBA_CACHE_DIR`` to move it); first-call compile cost: see :data:`COMPILE_NOTE`.
 
 Conventions match :class:`meanfield.backends.dense.DenseBackend` and :mod:`meanfield.activations`
 exactly: relu'(0) = 0, leaky relu slope 0.01 for z <= 0, smoothstep clamped to [0, 1], softplus
-with torch's threshold (z for z > 20). Arithmetic uses ``fastmath`` contraction (FMA) and
-no-signed-zero only: NaN and inf propagate (divergence detection relies on it).
-In float32, tanh (and sigmoid = (1 + tanh(z/2))/2) is Eigen's rational approximation (max abs
-error 3.4e-7, a few float32 ulps); float64 uses libm.
+with torch's threshold (z for z > 20) in float64. Arithmetic uses ``fastmath`` contraction (FMA),
+reassociation and no-signed-zero only: NaN and inf propagate (divergence detection relies on it).
+In float32, tanh, sigmoid and softplus are branch-free approximations that vectorise
+(:mod:`meanfield.backends.numba_math`, error bounds on each activation); float64 uses libm.
 """
 
 from __future__ import annotations
@@ -45,278 +24,37 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..activations import Activation, LEAKY_SLOPE
+from ..activations import Activation
 from .base import check_operands
+from .numba_math import numba
 
-__all__ = ["NumbaBackend", "ACTIVATION_CODES", "COMPILE_NOTE"]
-
-#: Built-in activations the kernels know, with the integer code the kernels branch on.
-ACTIVATION_CODES = {"relu": 0, "leaky_relu": 1, "smoothstep": 2, "tanh": 3, "sigmoid": 4,
-                    "softplus": 5}
+__all__ = ["NumbaBackend", "COMPILE_NOTE"]
 
 COMPILE_NOTE = ("first call per (activation, dtype, d, k): about 2-5 s to compile both kernels "
                 "(4.6 s measured on a busy 2-core machine); later processes load them from "
                 "numba's disk cache in about 0.15 s")
 
-# fastmath: FMA contraction, reassociation of the sums (so they vectorise), no signed zeros; never
-# nnan/ninf, so NaN and inf propagate (divergence detection relies on it)
-_FASTMATH = {"contract", "nsz", "arcp", "reassoc"}
-
 _KERNELS: dict = {}
-_BLOCK = 2048
-_DT = {torch.float32: np.float32, torch.float64: np.float64}  # particles (outputs) or samples (velocities) per cache block
-
-try:  # this module is imported lazily (only when backend 'numba' is asked for)
-    import numba
-except ImportError:  # pragma: no cover - depends on the environment
-    numba = None
-
-
-def _njit(**kw):
-    return numba.njit(fastmath=_FASTMATH, cache=True, **kw) if numba is not None else (lambda f: f)
+_BLOCK = 2048  # particles (outputs) or samples (velocities) per cache block
+_DT = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _constants(dtype, m: int = 1) -> np.ndarray:
-    """The constants of the kernels in the array dtype (no silent float64 promotion); last: 1/m."""
-    return np.array([0.0, 1.0, 2.0, 3.0, 6.0, LEAKY_SLOPE, 20.0, 0.5, 1.0 / m], dtype=dtype)
+    """The kernels' constants in the array dtype (no silent float64 promotion): 0, 1/m."""
+    return np.array([0.0, 1.0 / m], dtype=dtype)
 
 
-# float32 tanh as Eigen's rational approximation (clamped to +-7.9053; max abs error 3.4e-7 against
-# float64 tanh, measured): a polynomial ratio vectorises, libm's tanh is called element by element.
-_TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
-           -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
-_TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
-_TANH_CLAMP = 7.90531110763549805
+def _kernels(act: Activation, dtype: torch.dtype):
+    """The (outputs, velocities) kernels of ``act`` in ``dtype``, compiled on first use.
 
-
-def _tanh(z):  # pragma: no cover - replaced by the numba overload below
-    return math.tanh(z)
-
-
-if numba is not None:
-    from numba.core import types as _nbtypes
-    from numba.extending import overload as _overload
-
-    @_overload(_tanh, inline="always", fastmath=_FASTMATH)
-    def _tanh_ov(z):
-        if isinstance(z, _nbtypes.Float) and z.bitwidth == 32:
-            f = np.float32
-            p0, p1, p2, p3, p4, p5, p6 = (f(c) for c in _TANH_P)
-            q0, q1, q2, q3 = (f(c) for c in _TANH_Q)
-            c = f(_TANH_CLAMP)
-
-            def impl(z):
-                x = min(max(z, -c), c)
-                x2 = x * x
-                p = x * (((((((p6 * x2 + p5) * x2 + p4) * x2 + p3) * x2 + p2) * x2 + p1) * x2) + p0)
-                q = ((q3 * x2 + q2) * x2 + q1) * x2 + q0
-                return p / q
-            return impl
-
-        def impl64(z):
-            return np.tanh(z)
-        return impl64
-
-
-@_njit(inline="always")
-def _act(code, z, cs):
-    """sigma(z) for the activation of that code (``cs``: constants in the dtype of z)."""
-    zero, one, two, three, six, slope, twenty, half = cs
-    if code == 0:
-        return max(z, zero)
-    elif code == 1:
-        return z if z > zero else slope * z
-    elif code == 2:
-        u = min(max(z, zero), one)
-        return u * u * (three - two * u)
-    elif code == 3:
-        return _tanh(z)
-    elif code == 4:
-        return half + half * _tanh(half * z)
-    else:
-        return z if z > twenty else np.log1p(np.exp(z))
-
-
-@_njit(inline="always")
-def _dact(code, z, cs):
-    """sigma'(z); relu'(0) = 0 as in :mod:`meanfield.activations`."""
-    zero, one, two, three, six, slope, twenty, half = cs
-    if code == 0:
-        return one if z > zero else zero
-    elif code == 1:
-        return one if z > zero else slope
-    elif code == 2:
-        u = min(max(z, zero), one)
-        return six * u * (one - u)
-    elif code == 3:
-        t = _tanh(z)
-        return one - t * t
-    else:  # sigmoid' = s (1 - s); softplus' = sigmoid; sigmoid(z) = (1 + tanh(z/2)) / 2
-        s = half + half * _tanh(half * z)
-        return s * (one - s) if code == 4 else s
-
-
-def _build(code: int):
-    """Kernels for one activation (``code`` is a closure constant, so its branch folds away).
-
-    Each kernel is serial and releases the GIL; it processes the tasks ``t0 <= task < t1`` (a task
-    is one tile of one system) and writes only the rows its tasks own, so the thread pool of
-    :func:`_parallel` can run disjoint task ranges at once without races.
+    Keyed by the activation object itself (a user re-registering a name gets new kernels).
+    Built-ins are cached on disk; user code is compiled once per process.
     """
-
-    @_njit(nogil=True)
-    def outputs_kernel(A, W, Bv, X, C, out, dk, kk, m, JT, t0, t1):
-        # A (B,nbp,K,P), W (B,nbp,D,P), Bv (B,nbp,P): particles in zero-padded SoA blocks of P;
-        # X (Bx,D,n) SoA; out (B,n,K) zeros on entry. Inner loops start at 0 on C-contiguous
-        # blocks: no negative-index wraparound, so they vectorise.
-        D = len(dk)
-        K = len(kk)
-        nbp, P = Bv.shape[1], Bv.shape[2]
-        Bx, n = X.shape[0], X.shape[2]
-        cs = (C[0], C[1], C[2], C[3], C[4], C[5], C[6], C[7])
-        nb = (n + JT - 1) // JT
-        S = np.empty(P, dtype=C.dtype)
-        for task in range(t0, t1):
-            bb = task // nb
-            j0 = (task % nb) * JT
-            j1 = min(n, j0 + JT)
-            Xb = X[bb if Bx > 1 else 0]
-            for blk in range(nbp):  # a block of particles stays in L1/L2 across the sample tile
-                L = min(P, m - blk * P)
-                Wp = W[bb, blk]
-                Ap = A[bb, blk]
-                Bp = Bv[bb, blk]
-                for j in range(j0, j1):
-                    if K == 1:
-                        acc = cs[0]
-                        for i in range(L):
-                            z = Bp[i]
-                            for c in range(D):
-                                z += Wp[c, i] * Xb[c, j]
-                            acc += Ap[0, i] * _act(code, z, cs)
-                        out[bb, j, 0] += acc
-                    else:
-                        for i in range(L):
-                            z = Bp[i]
-                            for c in range(D):
-                                z += Wp[c, i] * Xb[c, j]
-                            S[i] = _act(code, z, cs)
-                        for q in range(K):
-                            acc = cs[0]
-                            for i in range(L):
-                                acc += Ap[q, i] * S[i]
-                            out[bb, j, q] += acc
-            for j in range(j0, j1):
-                for q in range(K):
-                    out[bb, j, q] *= C[8]
-
-    @_njit(nogil=True)
-    def velocities_kernel(A, W, Bv, X, G, C, va, vw, vb, dk, kk, n, IT, inner, t0, t1):
-        # A (B,K,m), W (B,D,m) SoA; Bv (B,m); X (Bx,nbs,D,P), G (B,nbs,K,P): samples in
-        # zero-padded SoA blocks of P; writes va (B,m,K), vw (B,m,D), vb (B,m); every task owns
-        # the rows of its particles.
-        D = len(dk)
-        K = len(kk)
-        m = Bv.shape[1]
-        Bx, nbs, P = X.shape[0], X.shape[1], X.shape[3]
-        cs = (C[0], C[1], C[2], C[3], C[4], C[5], C[6], C[7])
-        nb = (m + IT - 1) // IT
-        S = np.empty(P, dtype=C.dtype)
-        T = np.empty(P, dtype=C.dtype)
-        VA = np.empty((IT, K), dtype=C.dtype)
-        VW = np.empty((IT, D), dtype=C.dtype)
-        VB = np.empty(IT, dtype=C.dtype)
-        for task in range(t0, t1):
-            bb = task // nb
-            i0 = (task % nb) * IT
-            i1 = min(m, i0 + IT)
-            Wb = W[bb]
-            Ab = A[bb]
-            Bb = Bv[bb]
-            VA[:] = cs[0]
-            VW[:] = cs[0]
-            VB[:] = cs[0]
-            for blk in range(nbs):  # a block of samples stays in L1 across the particle tile
-                L = min(P, n - blk * P)
-                Xs = X[bb if Bx > 1 else 0, blk]
-                Gs = G[bb, blk]
-                if inner and K == 1 and D <= 3:
-                    # one fused pass with scalar accumulators (the common low-d case)
-                    zero = cs[0]
-                    for i in range(i0, i1):
-                        r = i - i0
-                        bi = Bb[i]
-                        ai = Ab[0, i]
-                        w0 = Wb[0, i]
-                        w1 = Wb[1, i] if D > 1 else zero
-                        w2 = Wb[2, i] if D > 2 else zero
-                        sa = zero
-                        sb = zero
-                        s0 = zero
-                        s1 = zero
-                        s2 = zero
-                        for j in range(L):
-                            x0 = Xs[0, j]
-                            z = bi + w0 * x0
-                            if D > 1:
-                                z += w1 * Xs[1, j]
-                            if D > 2:
-                                z += w2 * Xs[2, j]
-                            gj = Gs[0, j]
-                            sa += gj * _act(code, z, cs)
-                            t = ai * gj * _dact(code, z, cs)
-                            sb += t
-                            s0 += t * x0
-                            if D > 1:
-                                s1 += t * Xs[1, j]
-                            if D > 2:
-                                s2 += t * Xs[2, j]
-                        VA[r, 0] -= sa
-                        VB[r] -= sb
-                        VW[r, 0] -= s0
-                        if D > 1:
-                            VW[r, 1] -= s1
-                        if D > 2:
-                            VW[r, 2] -= s2
-                    continue
-                for i in range(i0, i1):
-                    r = i - i0
-                    # pass 1: activations (and derivative terms) of particle i on the block
-                    for j in range(L):
-                        z = Bb[i]
-                        for c in range(D):
-                            z += Wb[c, i] * Xs[c, j]
-                        S[j] = _act(code, z, cs)
-                        if inner:
-                            ag = cs[0]
-                            for q in range(K):
-                                ag += Ab[q, i] * Gs[q, j]
-                            T[j] = ag * _dact(code, z, cs)
-                    # pass 2: the reductions over the block
-                    for q in range(K):
-                        acc = cs[0]
-                        for j in range(L):
-                            acc += S[j] * Gs[q, j]
-                        VA[r, q] -= acc
-                    if inner:
-                        acc = cs[0]
-                        for j in range(L):
-                            acc += T[j]
-                        VB[r] -= acc
-                        for c in range(D):
-                            acc = cs[0]
-                            for j in range(L):
-                                acc += T[j] * Xs[c, j]
-                            VW[r, c] -= acc
-            for i in range(i0, i1):
-                for q in range(K):
-                    va[bb, i, q] = VA[i - i0, q]
-                if inner:
-                    vb[bb, i] = VB[i - i0]
-                    for c in range(D):
-                        vw[bb, i, c] = VW[i - i0, c]
-
-    return outputs_kernel, velocities_kernel
+    key = (act.name, id(act), dtype)
+    if key not in _KERNELS:
+        from .numba_kernels import build_kernels
+        _KERNELS[key] = build_kernels(act, _DT[dtype])
+    return _KERNELS[key]
 
 
 _POOL = None
@@ -349,12 +87,6 @@ def _parallel(kernel, ntasks: int, threads: int, *args) -> None:
         f.result()
 
 
-def _kernels(name: str):
-    if name not in _KERNELS:
-        _KERNELS[name] = _build(ACTIVATION_CODES[name])
-    return _KERNELS[name]
-
-
 def _blocks(t: Tensor, P: int) -> np.ndarray:
     """(B, m, c) -> zero-padded SoA blocks (B, ceil(m/P), c, P); (B, m) -> (B, ceil(m/P), P)."""
     src = t.detach().numpy()
@@ -378,7 +110,7 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 class NumbaBackend:
-    """Fused multi-threaded CPU kernels (numba), for the built-in activations.
+    """Fused multi-threaded CPU kernels (numba), for activations that carry numba code.
 
     Args:
         tile: samples per task in ``outputs`` and particles per task in ``velocities`` (a task's
@@ -401,14 +133,14 @@ class NumbaBackend:
         return numba is not None
 
     def supports(self, act: Activation, device: torch.device) -> bool:
-        return (torch.device(device).type == "cpu" and act.builtin
-                and act.name in ACTIVATION_CODES)
+        return torch.device(device).type == "cpu" and getattr(act, "numba", None) is not None
 
     def _check(self, act: Activation, *ts: Tensor) -> None:
         a = ts[0]
         if not self.supports(act, a.device):
-            raise ValueError(f"backend 'numba' runs built-in activations on CPU tensors only (got "
-                             f"activation {act.name!r} on {a.device.type}); use backend='dense'")
+            raise ValueError(f"backend 'numba' runs activations with numba code on CPU tensors "
+                             f"only (got activation {act.name!r} on {a.device.type}); use "
+                             "backend='dense' or register the activation with numba=...")
         if a.dtype not in (torch.float32, torch.float64) or any(t.dtype != a.dtype for t in ts):
             raise ValueError("backend 'numba' needs float32 or float64 operands of one dtype, got "
                              f"{sorted({str(t.dtype) for t in ts})}; cast them with .to(dtype)")
@@ -433,7 +165,7 @@ class NumbaBackend:
         if n == 0:
             return out
         tile, ntasks, T = self._plan(B, n, a.dtype)
-        ok, _ = _kernels(act.name)
+        ok, _ = _kernels(act, a.dtype)
         P = min(_BLOCK, m)
         # SoA copies, O((m + n) d): particles in blocks, X (Bx, d, n) once even when Bx = 1
         _parallel(ok, ntasks, T, _blocks(a, P), _blocks(w, P), _blocks(b, P),
@@ -455,7 +187,7 @@ class NumbaBackend:
         vwn = vw.numpy() if inner else np.empty((1, 1, 1), dtype=an.dtype)
         vbn = vb.numpy() if inner else np.empty((1, 1), dtype=an.dtype)
         tile, ntasks, T = self._plan(B, m, a.dtype)
-        _, vk = _kernels(act.name)
+        _, vk = _kernels(act, a.dtype)
         # a and w as SoA copies (B, k, m), (B, d, m); X, g, b are views
         P = min(_BLOCK, max(n, 1))
         # SoA copies, O((m + n) d): samples in blocks, X once even when Bx = 1

@@ -1,0 +1,280 @@
+"""The fused numba kernels of the two reductions, built per activation from its scalar code.
+
+Both reductions are single fused passes over all (particle, sample) pairs that never materialise
+an m x n matrix (memory O((m + n) d)):
+
+.. math::
+
+    f_{bj} = \\frac1m \\sum_i a_{bi}\\,\\sigma(z_{bij}),\\qquad z_{bij} = w_{bi}\\cdot x_{bj} + b_{bi}
+
+    v^a_{bi} = -\\sum_j g_{bj}\\sigma(z_{bij}),\\quad
+    v^w_{bi} = -a_{bi} \\sum_j g_{bj}\\sigma'(z_{bij})\\,x_{bj},\\quad
+    v^b_{bi} = -a_{bi} \\sum_j g_{bj}\\sigma'(z_{bij})\\quad (k = 1)
+
+Layout and parallelism (structure of arrays; every task owns disjoint rows, so tasks run on
+threads without races):
+
+- ``outputs``: each task owns a tile of samples of one system and loops over all particles in
+  cache blocks; the inner loop runs over a block's particles (contiguous, vectorised).
+- ``velocities``: each task owns a tile of particles of one system and loops over all samples in
+  cache blocks; the inner loop runs over a block's samples. For k = 1 and d <= 3 it is one fused
+  pass with scalar accumulators (a_i factored out of the sums).
+
+d and k are compile-time constants (the kernels are specialised on them through the length of a
+dummy tuple), so the loops over d and k unroll. The activation's ``sig``/``dsig`` are closure
+constants inlined into the loops; float32 and float64 are separate specialisations.
+
+Disk cache: numba keys a closure's cache entry on its pickled closure variables, which for
+compiled functions differ in every process, so closures never hit the cache. Built-in activations
+therefore get a small generated module (``<cache>/mf_<act>_<dtype>_<hash>.py``: the kernel source
+below with the activation's compiled ``sig``/``dsig`` as module globals), which numba caches like
+any file; the hash covers the kernel source, the activation's numba code and numba_math, so an edit
+regenerates it. User activations are compiled once per process (no disk cache).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
+
+from . import numba_math
+from .numba_math import FASTMATH, numba
+
+__all__ = ["build_kernels", "njit", "jit_scalar"]
+
+
+
+
+def njit(cache: bool = True, **kw):
+    """``numba.njit`` with the package's fastmath flags and numpy's error model (a float division
+    by zero gives inf, not an exception: without it every division keeps a branch and the loops do
+    not vectorise)."""
+    return numba.njit(fastmath=FASTMATH, error_model="numpy", cache=cache, **kw)
+
+
+def jit_scalar(pair, cache: bool = False):
+    """Compile a (sigma, dsigma) pair of scalar functions for inlining (dispatchers pass through)."""
+    disp = numba.core.registry.CPUDispatcher
+    return tuple(f if isinstance(f, disp) else njit(cache, inline="always")(f) for f in pair)
+
+
+#: The kernel source; ``sig``, ``dsig``, ``np`` and ``_njit`` are globals of the module it runs in.
+KERNEL_SOURCE = '''
+@_njit(nogil=True)
+def outputs_kernel(A, W, Bv, X, C, out, dk, kk, m, JT, t0, t1):
+    # A (B,nbp,K,P), W (B,nbp,D,P), Bv (B,nbp,P): particles in zero-padded SoA blocks of P;
+    # X (Bx,D,n) SoA; out (B,n,K) zeros on entry. Inner loops start at 0 on C-contiguous
+    # blocks: no negative-index wraparound, so they vectorise.
+    D = len(dk)
+    K = len(kk)
+    nbp, P = Bv.shape[1], Bv.shape[2]
+    Bx, n = X.shape[0], X.shape[2]
+    zero = C[0]
+    nb = (n + JT - 1) // JT
+    S = np.empty(P, dtype=C.dtype)
+    for task in range(t0, t1):
+        bb = task // nb
+        j0 = (task % nb) * JT
+        j1 = min(n, j0 + JT)
+        Xb = X[bb if Bx > 1 else 0]
+        for blk in range(nbp):  # a block of particles stays in L1/L2 across the sample tile
+            L = min(P, m - blk * P)
+            Wp = W[bb, blk]
+            Ap = A[bb, blk]
+            Bp = Bv[bb, blk]
+            for j in range(j0, j1):
+                if K == 1:
+                    acc = zero
+                    for i in range(L):
+                        z = Bp[i]
+                        for c in range(D):
+                            z += Wp[c, i] * Xb[c, j]
+                        acc += Ap[0, i] * sig(z)
+                    out[bb, j, 0] += acc
+                else:
+                    for i in range(L):
+                        z = Bp[i]
+                        for c in range(D):
+                            z += Wp[c, i] * Xb[c, j]
+                        S[i] = sig(z)
+                    for q in range(K):
+                        acc = zero
+                        for i in range(L):
+                            acc += Ap[q, i] * S[i]
+                        out[bb, j, q] += acc
+        for j in range(j0, j1):
+            for q in range(K):
+                out[bb, j, q] *= C[1]
+
+@_njit(nogil=True)
+def velocities_kernel(A, W, Bv, X, G, C, va, vw, vb, dk, kk, n, IT, inner, t0, t1):
+    # A (B,K,m), W (B,D,m) SoA; Bv (B,m); X (Bx,nbs,D,P), G (B,nbs,K,P): samples in
+    # zero-padded SoA blocks of P; writes va (B,m,K), vw (B,m,D), vb (B,m); every task owns
+    # the rows of its particles.
+    D = len(dk)
+    K = len(kk)
+    m = Bv.shape[1]
+    Bx, nbs, P = X.shape[0], X.shape[1], X.shape[3]
+    zero = C[0]
+    nb = (m + IT - 1) // IT
+    S = np.empty(P, dtype=C.dtype)
+    T = np.empty(P, dtype=C.dtype)
+    VA = np.empty((IT, K), dtype=C.dtype)
+    VW = np.empty((IT, D), dtype=C.dtype)
+    VB = np.empty(IT, dtype=C.dtype)
+    for task in range(t0, t1):
+        bb = task // nb
+        i0 = (task % nb) * IT
+        i1 = min(m, i0 + IT)
+        Wb = W[bb]
+        Ab = A[bb]
+        Bb = Bv[bb]
+        VA[:] = zero
+        VW[:] = zero
+        VB[:] = zero
+        for blk in range(nbs):  # a block of samples stays in L1 across the particle tile
+            L = min(P, n - blk * P)
+            Xs = X[bb if Bx > 1 else 0, blk]
+            Gs = G[bb, blk]
+            if inner and K == 1 and D <= 3:
+                # one fused pass with scalar accumulators (the common low-d case)
+                for i in range(i0, i1):
+                    r = i - i0
+                    bi = Bb[i]
+                    ai = Ab[0, i]
+                    w0 = Wb[0, i]
+                    w1 = Wb[1, i] if D > 1 else zero
+                    w2 = Wb[2, i] if D > 2 else zero
+                    sa = zero
+                    sb = zero
+                    s0 = zero
+                    s1 = zero
+                    s2 = zero
+                    for j in range(L):
+                        x0 = Xs[0, j]
+                        z = bi + w0 * x0
+                        if D > 1:
+                            z += w1 * Xs[1, j]
+                        if D > 2:
+                            z += w2 * Xs[2, j]
+                        gj = Gs[0, j]
+                        sa += gj * sig(z)
+                        t = gj * dsig(z)
+                        sb += t
+                        s0 += t * x0
+                        if D > 1:
+                            s1 += t * Xs[1, j]
+                        if D > 2:
+                            s2 += t * Xs[2, j]
+                    VA[r, 0] -= sa
+                    VB[r] -= ai * sb
+                    VW[r, 0] -= ai * s0
+                    if D > 1:
+                        VW[r, 1] -= ai * s1
+                    if D > 2:
+                        VW[r, 2] -= ai * s2
+                continue
+            for i in range(i0, i1):
+                r = i - i0
+                # pass 1: activations (and derivative terms) of particle i on the block
+                for j in range(L):
+                    z = Bb[i]
+                    for c in range(D):
+                        z += Wb[c, i] * Xs[c, j]
+                    S[j] = sig(z)
+                    if inner:
+                        ag = zero
+                        for q in range(K):
+                            ag += Ab[q, i] * Gs[q, j]
+                        T[j] = ag * dsig(z)
+                # pass 2: the reductions over the block
+                for q in range(K):
+                    acc = zero
+                    for j in range(L):
+                        acc += S[j] * Gs[q, j]
+                    VA[r, q] -= acc
+                if inner:
+                    acc = zero
+                    for j in range(L):
+                        acc += T[j]
+                    VB[r] -= acc
+                    for c in range(D):
+                        acc = zero
+                        for j in range(L):
+                            acc += T[j] * Xs[c, j]
+                        VW[r, c] -= acc
+        for i in range(i0, i1):
+            for q in range(K):
+                va[bb, i, q] = VA[i - i0, q]
+            if inner:
+                vb[bb, i] = VB[i - i0]
+                for c in range(D):
+                    vw[bb, i, c] = VW[i - i0, c]
+
+'''
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("MEANFIELD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "meanfield")
+    return Path(root) / "numba_kernels"
+
+
+def _source_hash(act) -> str:
+    h = hashlib.sha1(KERNEL_SOURCE.encode())
+    for obj in (act.numba.make, numba_math):
+        try:
+            h.update(inspect.getsource(obj).encode())
+        except (OSError, TypeError):  # pragma: no cover - no source: still unique per process
+            h.update(repr(obj).encode())
+    h.update(numba.__version__.encode())
+    return h.hexdigest()[:12]
+
+
+_MODULE = '''# generated by meanfield.backends.numba_kernels: fused kernels of {name!r} in {dtype}
+import numpy as np
+from meanfield.activations import get_activation
+from meanfield.backends.numba_kernels import jit_scalar, njit
+
+sig, dsig = jit_scalar(get_activation({name!r}).numba.make(np.{dtype}), cache=True)
+
+
+def _njit(**kw):
+    return njit(True, **kw)
+
+'''
+
+
+def build_kernels(act, np_dtype):
+    """The (outputs, velocities) kernel pair of ``act`` for arrays of ``np_dtype``.
+
+    Built-ins load from (or fill) numba's disk cache through a generated module; user activations
+    are compiled in this process.
+    """
+    dtype = np.dtype(np_dtype).name
+    if act.builtin:
+        name = f"mf_{act.name}_{dtype}_{_source_hash(act)}"
+        try:
+            path = _cache_dir() / f"{name}.py"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(_MODULE.format(name=act.name, dtype=dtype) + KERNEL_SOURCE)
+                os.replace(tmp, path)
+            spec = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+            return mod.outputs_kernel, mod.velocities_kernel
+        except OSError:  # pragma: no cover - read-only home: compile without the disk cache
+            pass
+    sig, dsig = jit_scalar(act.numba.make(np_dtype))
+    env = {"np": np, "sig": sig, "dsig": dsig, "_njit": lambda **kw: njit(False, **kw)}
+    exec(compile(KERNEL_SOURCE, f"<meanfield kernels {act.name}>", "exec"), env)
+    return env["outputs_kernel"], env["velocities_kernel"]
