@@ -52,8 +52,8 @@ def test_simplex_optimality_experiment(tmp_path):
 
 # ---------------------------------------------------------------- §3.2 open case
 def test_three_atoms_relu_runs_and_reports_the_spread():
-    res = run_experiment("three_atoms_relu", {"m": 100, "t_end": 1e3, "lam": 1e-2, "lam_t": 5,
-                                               "snapshot": 20}, write=False)
+    res = run_experiment("three_atoms_relu", {"m": 100, "flow.t_end": 1e3, "flow.lam": 1e-2,
+                                               "lam_t": 5, "snapshot": 20}, write=False)
     s = res.summary
     assert not [k for k in s if k.endswith("_agrees")]      # no theory claimed for this case
     assert s["frozen_feature_law"] == pytest.approx(math.log(1 / 2))

@@ -13,12 +13,19 @@ variation norm, and the neurons' trajectories in the (w, b) plane. The frozen-fe
 ``three_atoms``) is drawn for reference only: **no theory is claimed for this case**, so no
 ``_agrees`` key is written.
 
+Parameters: ``flow.lam`` is the weight decay of the second system; ``flow.t_end``, ``flow.dt``,
+``flow.ds``, ``flow.dt_max`` the stepping below; every other ``flow.X`` (loss, integrator, tau,
+backend) applies to both systems.
+
 Time stepping. Without weight decay the parameters grow like log t: steps ``dt = ds * t``
 (log-time). With lambda > 0 the flow settles at the regularised minimiser, whose curvature does not
 decay, so ``dt = ds * t`` eventually exceeds the stability limit: both systems step together in
 log-time until ``dt`` reaches ``dt_max`` (t = dt_max / ds), then the lambda = 0 system continues in
 log-time to ``t_end`` and the lambda > 0 system with the fixed step ``dt_max`` to
-``min(t_end, lam_t / lam)`` (lam_t e-foldings of the weight decay). Measured at the defaults:
+``min(t_end, lam_t / lam)`` (lam_t e-foldings of the weight decay). (So ``flow.dt_max`` is the
+switching step here: the phase-2 log-time system is not capped by it.) Each phase checkpoints
+through the engine (``checkpoint-phase1.pt``, ``checkpoint-phase2-lam0.pt``,
+``checkpoint-phase2-lam.pt``): a killed run resumes bit for bit. Measured at the defaults:
 ``dt_max = 5`` leaves oscillations of about +-0.02 in the gap of the lambda > 0 system, ``2`` about
 +-0.005, ``1`` none visible (risk 0.03083, 0.03078, 0.03076): the default is 1.
 """
@@ -26,16 +33,21 @@ log-time to ``t_end`` and the lambda > 0 system with the fixed step ``dt_max`` t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..data import three_atoms
-from ..data.base import as_samples
 from ..flow import FlowConfig, simulate
 from ..particles import Particles
 from ..record import Recorder
-from .registry import Experiment, ExperimentResult, RunContext, parse_dtype
+from ..study.spec import DataSpec
+from .collapse import (class_colour, draw_trajectories, load_snapshots, save_snapshots,
+                       split_history, stack_particles)
+from .registry import (Experiment, ExperimentResult, RunContext, Science, Theory, flow_for,
+                       parse_dtype)
+from .three_atoms import THRESHOLD, gap_law, samples
+
+TAGS = ("lam0", "lam")
 
 
 @dataclass(frozen=True)
@@ -43,28 +55,21 @@ class ThreeAtomsReluConfig:
     """Parameters of the trainable-ReLU three-atom experiment.
 
     Attributes:
-        p1, p2, p3: relative masses of the atoms -1, 0, 1.
+        data: the atoms -1, 0, 1 with relative masses data.p1, data.p2, data.p3.
+        flow: exponential loss, Heun; flow.lam is the weight decay of the second system (the first has 0); t_end, dt, ds, dt_max: the stepping (module docstring).
         m: number of neurons.
-        lam: the weight decay of the second system (the first has lambda = 0).
         scale_a: initial |a|.
-        t_end: final time of the lambda = 0 system.
-        lam_t: the lambda > 0 system runs to min(t_end, lam_t / lam).
-        dt: first step; ds: log-time step; dt_max: the largest step (see the module docstring).
+        lam_t: the lambda > 0 system runs to min(flow.t_end, lam_t / flow.lam).
         snapshot: neurons kept for the trajectory figure.
         dtype: float64 or float32.
     """
 
-    p1: float = 1.0
-    p2: float = 1.0
-    p3: float = 1.0
+    data: DataSpec = DataSpec("three_atoms", {"p1": 1.0, "p2": 1.0, "p3": 1.0})
+    flow: FlowConfig = FlowConfig(loss="exponential", lam=1e-3, integrator="heun", dt=0.01,
+                                  ds=0.005, dt_max=1.0, t_end=1e6, stepping="log")
     m: int = 400
-    lam: float = 1e-3
     scale_a: float = 1.0
-    t_end: float = 1e6
     lam_t: float = 10.0
-    dt: float = 0.01
-    ds: float = 0.005
-    dt_max: float = 1.0
     snapshot: int = 150
     dtype: str = "float64"
 
@@ -74,15 +79,8 @@ def _stats(c):
     return {"f_minus1": f[:, 0], "f_0": f[:, 1], "f_1": f[:, 2], "gap": f[:, 2] - f[:, 0]}
 
 
-def _shift(rows, dt: float, system: int | None = None):
-    out = []
-    for r in rows:
-        r = dict(r)
-        r["t"] = r["t"] + dt
-        if system is not None:
-            r["system"] = system
-        out.append(r)
-    return out
+def _shift(rows, dt: float, system: int):
+    return [{**r, "t": r["t"] + dt, "system": system} for r in rows]
 
 
 def _snaps(snaps, s: int, dt: float = 0.0):
@@ -91,64 +89,70 @@ def _snaps(snaps, s: int, dt: float = 0.0):
 
 
 def run(cfg: ThreeAtomsReluConfig, ctx: RunContext) -> ExperimentResult:
-    if not cfg.lam > 0:
-        raise ValueError(f"lam must be > 0 (the first system already has lambda = 0); got {cfg.lam}")
+    lam = cfg.flow.lam
+    if isinstance(lam, tuple) or not lam > 0:
+        raise ValueError(f"flow.lam must be one number > 0 (the first system already has lambda = 0); "
+                         f"got {lam}")
+    if cfg.flow.dt_max is None:
+        raise ValueError("flow.dt_max must be set: it is the step at which the stepping switches")
     dtype = parse_dtype(cfg.dtype)
-    data = as_samples(three_atoms(cfg.p1, cfg.p2, cfg.p3), dtype=dtype, device=ctx.device)
+    data = samples(cfg, dtype, ctx.device)
     P = Particles.sphere(cfg.m, 1, batch=2, scale_a=cfg.scale_a, activation="relu", seed=ctx.seed,
                          dtype=dtype, device=ctx.device)
-    t_switch = min(cfg.dt_max / cfg.ds, cfg.t_end)
-    common = dict(loss="exponential", integrator="heun", backend=ctx.backend)
-    rec = lambda t_end, t_min: Recorder("log", num=40, t_min=t_min, stats={"o": _stats},  # noqa: E731
-                                        snapshot=cfg.snapshot)
+    flow = flow_for(cfg.flow, ctx)
+    dt_max, ds = flow.dt_max, flow.ds
+    t_switch = min(dt_max / ds, flow.t_end)
+    rec = lambda t_min: Recorder("log", num=40, t_min=t_min, stats={"o": _stats},  # noqa: E731
+                                 snapshot=cfg.snapshot)
     # phase 1: both systems, log-time
-    r1 = simulate(P, data, FlowConfig(lam=(0.0, cfg.lam), stepping="log", dt=cfg.dt, ds=cfg.ds,
-                                      t_end=t_switch, **common),
-                  recorder=rec(t_switch, min(1e-2, t_switch / 10)), seed=ctx.seed, progress=ctx.progress)
-    hist = {s: [r for r in r1.history if r["system"] == s] for s in (0, 1)}
-    snaps = {s: _snaps(r1.snapshots, s) for s in (0, 1)}
+    r1 = simulate(P, data, replace(flow, lam=(0.0, lam), stepping="log", t_end=t_switch, dt_max=None),
+                  recorder=rec(min(1e-2, t_switch / 10)), seed=ctx.seed, progress=ctx.progress,
+                  checkpoint=ctx.checkpoint("checkpoint-phase1.pt"),
+                  checkpoint_every=ctx.checkpoint_every)
+    hist = split_history(r1.history, 2)
+    snaps = [_snaps(r1.snapshots, s) for s in (0, 1)]
     finals = [r1.particles.select(0), r1.particles.select(1)]
     t_final = [t_switch, t_switch]
     steps = [r1.steps, r1.steps]
-    # phase 2: lambda = 0 in log-time, lambda > 0 with the fixed step dt_max
-    ends = (cfg.t_end, max(t_switch, min(cfg.t_end, cfg.lam_t / cfg.lam)))
-    for s, lam, stepping in ((0, 0.0, "log"), (1, cfg.lam, "fixed")):
+    # phase 2: lambda = 0 in log-time, lambda > 0 with the fixed step dt_max (one checkpoint each)
+    ends = (flow.t_end, max(t_switch, min(flow.t_end, cfg.lam_t / lam)))
+    for s, lam_s, stepping in ((0, 0.0, "log"), (1, lam, "fixed")):
         span = ends[s] - t_switch
         if span <= 0:
             continue
-        r2 = simulate(finals[s], data, FlowConfig(lam=lam, stepping=stepping, dt=cfg.dt_max,
-                                                  ds=cfg.ds, t_end=span, **common),
-                      recorder=rec(span, span / 300), seed=ctx.seed, progress=ctx.progress)
+        r2 = simulate(finals[s], data, replace(flow, lam=lam_s, stepping=stepping, dt=dt_max,
+                                               t_end=span, dt_max=None),
+                      recorder=rec(span / 300), seed=ctx.seed, progress=ctx.progress,
+                      checkpoint=ctx.checkpoint(f"checkpoint-phase2-{TAGS[s]}.pt"),
+                      checkpoint_every=ctx.checkpoint_every)
         hist[s] += _shift(r2.history[1:], t_switch, s)
         snaps[s] += _snaps(r2.snapshots[1:], 0, t_switch)
         finals[s], t_final[s], steps[s] = r2.particles, t_switch + r2.t, steps[s] + r2.steps
     p = data.p.tolist()
     law = math.log(p[2] / (2 * p[0]))
     summary: dict = {}
-    for s, tag in ((0, "lam0"), (1, "lam")):
+    for s, tag in enumerate(TAGS):
         last = hist[s][-1]
         summary.update({f"gap_{tag}": last["gap"], f"f_minus1_{tag}": last["f_minus1"],
                         f"f_0_{tag}": last["f_0"], f"f_1_{tag}": last["f_1"],
                         f"norm_l2_{tag}": last["norm_l2"], f"gap_over_norm_{tag}":
                         last["gap"] / last["norm_l2"], f"risk_{tag}": last["risk"],
                         f"t_end_{tag}": t_final[s], f"steps_{tag}": steps[s]})
-    summary.update({"lam": cfg.lam, "frozen_feature_law": law, "p1": p[0], "p2": p[1], "p3": p[2],
+    summary.update({"lam": lam, "frozen_feature_law": law, "p1": p[0], "p2": p[1], "p3": p[2],
                     "m": cfg.m})
-    history = hist[0] + hist[1]
-    figs = []
-    if ctx.out is not None and ctx.figures:
-        figs = _figures(hist, snaps, finals, data, law, cfg, ctx)
-    both = Particles(torch.cat([f.a for f in finals]), torch.cat([f.w for f in finals]),
-                     torch.cat([f.b for f in finals]), "relu")
-    return ExperimentResult(summary, history, both, tuple(figs),
-                            extra={"snapshots": snaps, "law": law})
+    save_snapshots(ctx, dict(zip(TAGS, snaps)))
+    return ExperimentResult(summary, hist[0] + hist[1], stack_particles(finals),
+                            extra={"snapshots": dict(zip(TAGS, snaps)), "law": law})
 
 
-def _figures(hist, snaps, finals, data, law, cfg, ctx) -> list[str]:
+def plot(run) -> list[str]:
+    """gap.png, trajectories.png (when the run kept snapshots) and output.png, from the files."""
     import matplotlib.pyplot as plt
-    from ..trajectory import plot_trajectories
-    labels = ("λ = 0", f"λ = {cfg.lam:g}")
-    colors = ("tab:blue", "tab:orange")
+    cfg, summ = run.config, run.summary
+    law = summ["frozen_feature_law"]
+    labels = ("λ = 0", f"λ = {cfg.flow.lam:g}")
+    colors = ("tab:purple", "tab:orange")   # systems (classes keep CLASS_COLOURS)
+    hist = split_history(run.history, 2)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for s in (0, 1):
         rows = [r for r in hist[s] if r["t"] > 0]
@@ -156,44 +160,54 @@ def _figures(hist, snaps, finals, data, law, cfg, ctx) -> list[str]:
                 label=f"ReLU flow, {labels[s]}")
     ax.axhline(law, color="k", ls="--", lw=1,
                label=f"frozen-feature law log(p₃/2p₁) = {law:.3f} (reference, not claimed)")
+    ax.axhspan(-THRESHOLD, THRESHOLD, color="0.85", label=f"collapsed: |gap| < {THRESHOLD:g}")
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("time t (log scale)")
     ax.set_ylabel("within-class spread f(1) − f(−1)")
     ax.set_title(f"Three atoms, trainable ReLU (m = {cfg.m}), exponential loss\n"
-                 f"p = ({data.p[0]:.3g}, {data.p[1]:.3g}, {data.p[2]:.3g})")
+                 f"p = ({summ['p1']:.3g}, {summ['p2']:.3g}, {summ['p3']:.3g})", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
-    ctx.savefig(fig, "gap.png")
+    run.savefig(fig, "gap.png")
+    figs = ["gap.png"]
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    for s in (0, 1):
-        plot_trajectories(snaps[s], normalise=True, ax=axes[s],
-                          title=f"{labels[s]}: directions of (w, b), t = 0 → {snaps[s][-1]['t']:.3g}\n"
-                                "(tails: paths; size ∝ |a| at the end)")
-        axes[s].set_aspect("equal")
-    fig.tight_layout()
-    ctx.savefig(fig, "trajectories.png")
+    snaps = load_snapshots(run)
+    if snaps:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 5.6))
+        for s, tag in enumerate(TAGS):
+            draw_trajectories(axes[s], snaps[tag], normalise=True)
+            axes[s].set_title(f"{labels[s]}: directions of (w, b), t = 0 → {snaps[tag][-1]['t']:.3g}",
+                              fontsize=9)
+        h, lab = axes[0].get_legend_handles_labels()
+        fig.legend(h, lab, loc="lower center", ncol=3, fontsize=8)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        run.savefig(fig, "trajectories.png")
+        figs.append("trajectories.png")
 
-    xs = torch.linspace(-2, 2, 401, dtype=finals[0].dtype, device=finals[0].device)[:, None]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for s in (0, 1):
-        f = finals[s].predict(xs, backend="dense")[0, :, 0].cpu()
-        ax.plot(xs[:, 0].cpu(), f, color=colors[s], lw=2,
-                label=f"{labels[s]}, t = {hist[s][-1]['t']:.3g}")
-        fa = finals[s].predict(data.X, backend="dense")[0, :, 0].cpu()
-        ax.scatter(data.X[:, 0].cpu(), fa, c=["tab:green" if int(c) == 1 else "tab:red" for c in data.y],
-                   s=50, edgecolor="k", zorder=3)
-    ax.scatter([], [], c="tab:green", edgecolor="k", label="atoms of class +1 (−1 and 1)")
-    ax.scatter([], [], c="tab:red", edgecolor="k", label="atom of class −1 (0)")
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.set_xlabel("input x")
-    ax.set_ylabel("network output f(x)")
-    ax.set_title("Output functions at the end of the runs")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ctx.savefig(fig, "output.png")
-    return ["gap.png", "trajectories.png", "output.png"]
+    P = run.particles
+    if P is not None:
+        data = samples(cfg, P.dtype)
+        xs = torch.linspace(-2, 2, 401, dtype=P.dtype)[:, None]
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for s in (0, 1):
+            net = P.select(s)
+            ax.plot(xs[:, 0], net.predict(xs, backend="dense")[0, :, 0], color=colors[s], lw=2,
+                    label=f"{labels[s]}, t = {summ[f't_end_{TAGS[s]}']:.3g}")
+            fa = net.predict(data.X, backend="dense")[0, :, 0]
+            ax.scatter(data.X[:, 0], fa, c=[class_colour(int(c)) for c in data.y], s=50,
+                       edgecolor="k", zorder=3)
+        ax.scatter([], [], color=class_colour(1), edgecolor="k", label="atoms of class +1 (−1 and 1)")
+        ax.scatter([], [], color=class_colour(0), edgecolor="k", label="atom of class −1 (0)")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xlabel("input x")
+        ax.set_ylabel("network output f(x)")
+        ax.set_title("Output functions at the end of the runs")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        run.savefig(fig, "output.png")
+        figs.append("output.png")
+    return figs
 
 
 EXPERIMENT = Experiment(
@@ -202,5 +216,14 @@ EXPERIMENT = Experiment(
                 "lambda > 0: f(1)-f(-1) against time (open case of science.md §3.2; no theory claimed)",
     config=ThreeAtomsReluConfig,
     run=run,
-    claim="open case: does the within-class spread f(1) − f(−1) vanish with trainable ReLU features?",
+    plot=plot,
+    science=Science(
+        claim="open case: does the within-class spread f(1) − f(−1) vanish with trainable ReLU features?",
+        source="docs/science.md §3.2 (the open case: trainable inner weights)",
+        regime="unbounded", statistic="|gap_lam0|", threshold=THRESHOLD, collapsed_below=True,
+        theory=Theory(gap_law, ("data.p1", "data.p3"),
+                      "frozen-feature law p₃ = 2p₁ (reference only)", collapsed="zero"),
+        labels={"data.p1": "p₁ (relative mass of atom −1)", "data.p2": "p₂ (relative mass of atom 0)",
+                "data.p3": "p₃ (relative mass of atom +1)", "|gap_lam0|": "|f(1) − f(−1)|, λ = 0",
+                "|gap_lam|": "|f(1) − f(−1)|, λ > 0", "flow.lam": "weight decay λ of the second system"}),
 )
