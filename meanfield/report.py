@@ -1,38 +1,37 @@
-"""``meanfield report``: run every registered experiment and write one page of claims and figures.
+"""The claims page: run the registered experiments and write one page of claims and figures.
 
 Each experiment runs into ``OUT/<name>/`` (its run directory, see
-:func:`meanfield.experiments.registry.run_experiment`); a failing experiment is recorded with its
-error and does not stop the others. Then
+:func:`meanfield.study.rundir.run_experiment`); a failing experiment is recorded with its error and
+does not stop the others. Then
 
-- ``OUT/report.html``: for each experiment its claim, the table
+- ``OUT/report.html``: for each experiment its claim and source (``docs/science.md``), the table
   claim | theory | measured | tolerance | agrees built from the ``<name>``, ``<name>_theory``,
   ``<name>_tol``, ``<name>_agrees`` keys of its ``summary.json``, the other (reported) numbers, and
   its figures embedded as ``<img>`` with paths relative to ``OUT``;
 - ``OUT/report.md``: the same tables in Markdown.
 
-Usage::
-
-    meanfield report [--out DIR] [--size small|large] [--only NAME,...] [--device cpu|cuda]
-                     [--set NAME.key=value ...]
-
-``--size large`` applies each experiment's ``large`` overrides (GPU-sized); ``--set`` overrides one
-parameter of one experiment (after ``--size``). Exit status 0 when every experiment ran and every
-check agrees, 1 otherwise, 2 for bad arguments.
+User values (``--set`` values, error messages) are escaped: ``html.escape`` in HTML, code spans
+with a fence longer than any backtick run (and ``|`` escaped in tables) in Markdown.
+The command line is ``meanfield report [--out DIR] [--size small|large] [--only NAME,...]
+[--set NAME.key=value ...]`` (:mod:`meanfield.cli`); ``--set three_atoms.flow.t_end=1e4`` sets
+one experiment's (dotted) parameter after ``--size``.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import math
-import sys
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-__all__ = ["ReportEntry", "run_report", "write_report", "theory_rows", "main"]
+__all__ = ["ReportEntry", "run_report", "write_report", "theory_rows", "parse_report_sets",
+           "md_code", "SCIENCE_DOC"]
+
+SCIENCE_DOC = "docs/science.md"
 
 _SUFFIXES = ("_theory", "_tol", "_agrees")
 
@@ -42,7 +41,7 @@ class ReportEntry:
     """One experiment of the report.
 
     Attributes:
-        name, description, claim: from the registry.
+        name, description, claim: from the registry; source: where the claim is stated.
         overrides: the parameters set for this run.
         summary: its summary (empty when it failed).
         figures: figure file names inside ``OUT/<name>/``.
@@ -53,6 +52,7 @@ class ReportEntry:
     name: str
     description: str = ""
     claim: str = ""
+    source: str = ""
     overrides: Mapping[str, Any] = field(default_factory=dict)
     summary: Mapping[str, Any] = field(default_factory=dict)
     figures: tuple = ()
@@ -104,19 +104,30 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _parse_sets(items: Sequence[str]) -> dict[str, dict[str, str]]:
+def parse_report_sets(items: Optional[Sequence[str]]) -> dict[str, dict[str, str]]:
+    """``NAME.key=value`` strings as ``{NAME: {key: value}}``; the key may be dotted
+    (``three_atoms.flow.t_end=1e4``: experiment ``three_atoms``, key ``flow.t_end``).
+
+    Raises:
+        ValueError: a string without ``NAME.key=value``.
+    """
     out: dict[str, dict[str, str]] = {}
     for it in items or ():
-        if "=" not in it or "." not in it.split("=", 1)[0]:
-            raise ValueError(f"--set expects NAME.key=value (e.g. ufm.num=4), got {it!r}")
+        lhs = it.split("=", 1)[0]
+        if "=" not in it or "." not in lhs or not all(p.strip() for p in lhs.split(".")):
+            raise ValueError(f"--set for a report expects NAME.key=value (e.g. ufm.num=4, "
+                             f"three_atoms.flow.t_end=1e4), got {it!r}")
         lhs, v = it.split("=", 1)
         name, key = lhs.split(".", 1)
         out.setdefault(name.strip(), {})[key.strip()] = v.strip()
     return out
 
 
+_parse_sets = parse_report_sets  # older name
+
+
 def run_report(out: str | Path = "report", *, size: str = "small", only: Optional[Sequence[str]] = None,
-               device: str = "cpu", sets: Optional[Mapping[str, Mapping[str, Any]]] = None,
+               device: str = "cpu", backend: str = "auto", sets: Optional[Mapping[str, Mapping[str, Any]]] = None,
                seed: int = 0, log=None) -> list[ReportEntry]:
     """Run the experiments into ``out/<name>/`` and write ``out/report.html`` and ``out/report.md``.
 
@@ -124,7 +135,7 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
         out: report folder.
         size: ``small`` (the defaults) or ``large`` (each experiment's ``large`` overrides).
         only: experiment names (default: every registered one).
-        device: torch device of every run.
+        device: torch device of every run; backend: mean-field backend.
         sets: ``{name: {key: value}}`` overrides applied after ``size``.
         seed: base seed of every run.
         log: a callable receiving progress lines (default: nothing).
@@ -136,7 +147,9 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
         ValueError: unknown size or experiment name, a ``--set`` for an experiment not run, or a
             parameter the experiment does not have (checked before anything runs).
     """
-    from .experiments.registry import get_experiment, list_experiments, resolve_config, run_experiment
+    from .study.experiment import get_experiment, list_experiments, resolve_config
+    from .study.rundir import check_device, run_experiment
+    check_device(device)
     if size not in ("small", "large"):
         raise ValueError(f"unknown size {size!r}; valid: small, large")
     names = list(only) if only else list_experiments()
@@ -165,14 +178,16 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, exp, ov, err, trace in plans:
-        e = ReportEntry(name, getattr(exp, "description", ""), getattr(exp, "claim", ""), ov)
+        science = getattr(exp, "science", None)
+        e = ReportEntry(name, getattr(exp, "description", ""), getattr(exp, "claim", ""),
+                        _source(getattr(science, "source", "")), ov)
         if log:
             log(f"[report] {name} ...")
         t0 = time.perf_counter()
         try:
             if err is not None:
                 raise err
-            res = run_experiment(name, ov, out=out / name, device=device, seed=seed,
+            res = run_experiment(name, ov, out=out / name, device=device, backend=backend, seed=seed,
                                  progress=False, overwrite=True)
             e.summary = dict(res.summary)
             e.figures = tuple(str(f) for f in res.figures)
@@ -189,10 +204,23 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
     return entries
 
 
+def _source(text: str) -> str:
+    """The claim's source as the report cites it: never an issue number; always docs/science.md."""
+    text = re.sub(r"\s*\(?\bissues? #?\d+\)?", "", text or "").strip(" ,;")
+    if SCIENCE_DOC not in text:
+        text = f"{text} ({SCIENCE_DOC})" if text else SCIENCE_DOC
+    return text
+
+
 def _header(size: str, device: str) -> str:
     from . import __version__
     return (f"meanfield {__version__}, size {size}, device {device}, "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+
+
+def _intro() -> str:
+    return (f"Each claim, its theory and the tolerance it is checked to are stated in "
+            f"{SCIENCE_DOC} (in this repository).")
 
 
 def write_report(entries: Sequence[ReportEntry], out: str | Path, *, size: str = "small",
@@ -215,30 +243,59 @@ def _status(e: ReportEntry) -> str:
     return "all agree" if a == n else f"{n - a} of {n} DISAGREE"
 
 
+def md_code(text: Any, *, table: bool = False) -> str:
+    """``text`` as one Markdown code span that nothing in it can close (CommonMark).
+
+    The fence is one backtick longer than the longest backtick run inside; a space pads content
+    that starts or ends with a backtick; newlines become spaces; in a table cell ``|`` is escaped.
+    """
+    t = " ".join(str(text).splitlines())
+    runs = [len(m) for m in re.findall(r"`+", t)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if t.startswith("`") or t.endswith("`") or (t.startswith(" ") and t.endswith(" ")
+                                                           and t.strip()) else ""
+    out = f"{fence}{pad}{t}{pad}{fence}"
+    return out.replace("|", "\\|") if table else out
+
+
+def _md_text(text: Any) -> str:
+    """Plain text in Markdown with the characters that start markup escaped."""
+    return re.sub(r"([\\`*\[\]<>|])", r"\\\1", " ".join(str(text).splitlines()))
+
+
+def _md_fence(text: str) -> list[str]:
+    runs = [len(m) for m in re.findall(r"`{3,}", text)]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return [fence, text.rstrip(), fence]
+
+
 def _markdown(entries: Sequence[ReportEntry], size: str, device: str) -> str:
-    L = ["# meanfield report", "", _header(size, device), "",
+    L = ["# meanfield report", "", _header(size, device), "", _intro(), "",
          "| experiment | status | checks agreeing | wall (s) |", "|---|---|---|---|"]
     for e in entries:
         a, n = e.checks
-        L.append(f"| [{e.name}](#{e.name}) | {_status(e)} | {a}/{n} | {e.seconds:.1f} |")
+        L.append(f"| [{_md_text(e.name)}](#{e.name}) | {_status(e)} | {a}/{n} | {e.seconds:.1f} |")
     for e in entries:
-        L += ["", f"## {e.name}", "", f"**Claim.** {e.claim or e.description}", ""]
+        L += ["", f"## {_md_text(e.name)}", "", f"**Claim.** {_md_text(e.claim or e.description)}", ""]
+        if e.source:
+            L += [f"Source: {_md_text(e.source)}", ""]
         if e.overrides:
-            L += ["Parameters set: " + ", ".join(f"`{k}={v}`" for k, v in e.overrides.items()), ""]
+            L += ["Parameters set: " + ", ".join(md_code(f"{k}={v}") for k, v in e.overrides.items()), ""]
         if not e.ok:
-            L += [f"**FAILED**: `{e.error}`", "", "```", e.trace.rstrip(), "```"]
+            L += [f"**FAILED**: {md_code(e.error)}", ""] + _md_fence(e.trace)
             continue
         rows = theory_rows(e.summary)
         if rows:
             L += ["| claim | theory | measured | tolerance | agrees |", "|---|---|---|---|---|"]
-            L += [f"| {k} | {_fmt(th)} | {_fmt(v)} | {_fmt(tol)} | {_fmt(ok)} |" for k, th, v, tol, ok in rows]
+            L += [f"| {_md_text(k)} | {_fmt(th)} | {_fmt(v)} | {_fmt(tol)} | {_fmt(ok)} |"
+                  for k, th, v, tol, ok in rows]
             L.append("")
         rep = _reported(e.summary)
         if rep:
             L += ["Reported (no theory):", "", "| quantity | value |", "|---|---|"]
-            L += [f"| {k} | {_fmt(v)} |" for k, v in rep]
+            L += [f"| {_md_text(k)} | {_md_text(_fmt(v))} |" for k, v in rep]
             L.append("")
-        L += [f"![{f}]({e.name}/{f})" for f in e.figures]
+        L += [f"![{_md_text(f)}]({e.name}/{f})" for f in e.figures]
     return "\n".join(L) + "\n"
 
 
@@ -253,7 +310,7 @@ def _html(entries: Sequence[ReportEntry], size: str, device: str) -> str:
     esc = html.escape
     P = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>meanfield report</title>",
          f"<style>{_CSS}</style></head><body>", "<h1>meanfield report</h1>",
-         f"<p>{esc(_header(size, device))}</p>",
+         f"<p>{esc(_header(size, device))}</p>", f"<p>{esc(_intro())}</p>",
          "<table><tr><th>experiment</th><th>status</th><th>checks agreeing</th><th>wall (s)</th></tr>"]
     for e in entries:
         a, n = e.checks
@@ -265,6 +322,8 @@ def _html(entries: Sequence[ReportEntry], size: str, device: str) -> str:
         P += [f"<h2 id='{esc(e.name)}'>{esc(e.name)}</h2>",
               f"<p><b>Claim.</b> {esc(e.claim or e.description)}</p>",
               f"<p><small>{esc(e.description)}</small></p>"]
+        if e.source:
+            P.append(f"<p>Source: {esc(e.source)}</p>")
         if e.overrides:
             P.append("<p>Parameters set: " + ", ".join(f"<code>{esc(str(k))}={esc(str(v))}</code>"
                                                         for k, v in e.overrides.items()) + "</p>")
@@ -289,44 +348,3 @@ def _html(entries: Sequence[ReportEntry], size: str, device: str) -> str:
         P += [f"<p><img src='{esc(e.name)}/{esc(f)}' alt='{esc(f)}'></p>" for f in e.figures]
     P.append("</body></html>")
     return "\n".join(P) + "\n"
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``meanfield report`` (``meanfield report --atlas ...`` runs the atlas page)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--atlas" in argv:
-        from .atlas import main as atlas_main
-        return atlas_main([a for a in argv if a != "--atlas"])
-    p = argparse.ArgumentParser(prog="meanfield report", description="Run every registered "
-                                "experiment and write OUT/report.html and OUT/report.md.")
-    p.add_argument("--out", default="report", help="report folder (default ./report)")
-    p.add_argument("--size", default="small", choices=("small", "large"),
-                   help="small: defaults (a few minutes on a CPU); large: GPU-sized overrides")
-    p.add_argument("--only", default=None, help="comma-separated experiment names")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",
-                   help="override one experiment's parameter (repeatable), e.g. ufm.num=6")
-    p.add_argument("--atlas", action="store_true",
-                   help="write the collapse atlas instead (see `meanfield atlas --help`)")
-    args = p.parse_args(argv)
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    try:
-        if args.device.startswith("cuda"):
-            import torch
-            if not torch.cuda.is_available():
-                raise ValueError(f"device {args.device!r} requested but CUDA is not available; use --device cpu")
-        entries = run_report(args.out, size=args.size, only=only, device=args.device,
-                             sets=_parse_sets(args.set), seed=args.seed,
-                             log=lambda s: print(s, flush=True))
-    except ValueError as e:
-        print(f"meanfield report: error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    print(f"wrote {out / 'report.html'} and {out / 'report.md'}")
-    good = all(e.ok and e.checks[0] == e.checks[1] for e in entries)
-    return 0 if good else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

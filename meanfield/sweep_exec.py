@@ -2,21 +2,45 @@
 
 A *unit* of work is a list of points that run together: one batched system when the experiment has
 a ``run_batch`` and the points share every parameter outside its ``batch_keys``, otherwise a single
-point. :func:`run_unit` computes a unit and never raises: a unit that fails as a batch is re-run
-point by point so that one bad point (NaN, divergence, bad value) is recorded with its error and
-the others still finish. Executors yield finished units as they complete; the caller writes them.
+point. :func:`run_unit` computes a unit. When a batch cannot run *together* (``ValueError``, such as
+a NaN in one system or shapes that do not match, or a :class:`~meanfield.flow.DivergenceError`) it
+is re-run point by point, with a WARNING naming the batch and the error, and every point's file says
+so (``how: "fallback: <error>"``); any other exception is a bug and propagates. A point that fails
+on its own is recorded with its error, and the others still finish.
+
+Workers find the experiment by name: they first load the same plugins as the parent
+(:func:`meanfield.study.plugins.loaded_plugins`), so user experiments work everywhere.
+Executors yield finished units as they complete; the caller writes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import time
-import traceback
 from typing import Any, Iterator, Optional, Sequence
 
-__all__ = ["Point", "make_units", "run_unit", "execute"]
+__all__ = ["Point", "make_units", "run_unit", "execute", "DaskTimeoutError", "BATCH_ERRORS"]
+
+log = logging.getLogger("meanfield.sweep")
+
+
+class DaskTimeoutError(RuntimeError):
+    """A Dask sweep had no worker for longer than its timeout."""
+
+
+def _batch_errors() -> tuple:
+    from .flow import DivergenceError
+    try:
+        from .metrics import DegenerateMeansError
+    except ImportError:  # pragma: no cover
+        DegenerateMeansError = ValueError
+    return (ValueError, DivergenceError, DegenerateMeansError, FloatingPointError)
+
+
+BATCH_ERRORS = "ValueError, DivergenceError, DegenerateMeansError, FloatingPointError"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,26 +49,15 @@ class Point:
 
     Attributes:
         id: hash of the experiment, the full resolved parameters and the seed.
-        params: every parameter of the experiment's config (name -> value).
+        params: every parameter of the experiment's config, flat (dotted key -> value).
         seed: the run's seed.
+        config: the config as :func:`meanfield.study.spec.to_dict` (rebuilt exactly by workers).
     """
 
     id: str
     params: dict
     seed: int
-
-
-def _exp_ref(exp):
-    """What a worker needs to find the experiment: its name if importable by name, else the object."""
-    from .experiments import registry
-    return exp.name if exp.name in registry._MODULES else exp
-
-
-def _get_exp(ref):
-    if isinstance(ref, str):
-        from .experiments.registry import get_experiment
-        return get_experiment(ref)
-    return ref
+    config: dict = dataclasses.field(default_factory=dict, compare=False)
 
 
 def make_units(exp, points: Sequence[Point], *, batch: bool, batch_size: int = 64,
@@ -52,7 +65,7 @@ def make_units(exp, points: Sequence[Point], *, batch: bool, batch_size: int = 6
     """Group points into units of work.
 
     Args:
-        exp: the :class:`~meanfield.experiments.registry.Experiment`.
+        exp: the :class:`~meanfield.study.Experiment`.
         points: the points to compute.
         batch: run points that share shapes as one batched system (needs ``exp.run_batch``).
         batch_size: most systems in one batch.
@@ -60,9 +73,14 @@ def make_units(exp, points: Sequence[Point], *, batch: bool, batch_size: int = 6
     """
     if not batch or exp.run_batch is None:
         return [[p] for p in points]
+    keys = set(exp.batch_keys)
+
+    def free(k: str) -> bool:  # a batch key names a parameter or a whole nested config
+        return k in keys or any(k.startswith(b + ".") for b in keys)
+
     groups: dict[str, list[Point]] = {}
     for p in points:
-        key = repr(sorted((k, repr(v)) for k, v in p.params.items() if k not in exp.batch_keys))
+        key = repr(sorted((k, repr(v)) for k, v in p.params.items() if not free(k)))
         groups.setdefault(key, []).append(p)
     units = []
     for g in groups.values():
@@ -82,33 +100,57 @@ def _record(p: Point, summary: Optional[dict], error: Optional[str], wall: float
             "summary": dict(summary or {}), "wall_seconds": round(wall, 4), "how": how}
 
 
-def run_unit(exp_ref, unit: Sequence[Point], ctx_kw: dict) -> list[dict]:
-    """Compute a unit of points; one record (dict) per point, failures included. Never raises."""
-    from .experiments.registry import RunContext, resolve_config
-    try:
-        exp = _get_exp(exp_ref)
-    except Exception as e:  # noqa: BLE001 - recorded, not raised
-        return [_record(p, None, _error(e), 0.0, "none") for p in unit]
+def _config(exp, p: Point):
+    from .study.spec import from_dict
+    from .study.experiment import resolve_config
+    if p.config:
+        return from_dict(exp.config, p.config)
+    return resolve_config(exp, p.params)
+
+
+def run_unit(name: str, unit: Sequence[Point], ctx_kw: dict, plugins: Sequence[str] = ()) -> list[dict]:
+    """Compute a unit of points; one record (dict) per point, failures included.
+
+    Args:
+        name: the experiment's registered name.
+        unit: points that run together.
+        ctx_kw: :class:`~meanfield.study.RunContext` fields.
+        plugins: plugin specs to load first (a worker process starts without them).
+
+    Raises:
+        ValueError: the plugins or the experiment cannot be loaded (every point would fail).
+        Exception: anything but the errors that mean "this batch cannot run together" raised by
+            ``run_batch`` (a bug must not be hidden behind a point-by-point rerun).
+    """
+    from .study.experiment import RunContext, get_experiment
+    from .study.plugins import load_plugins
+    load_plugins(plugins)
+    exp = get_experiment(name)
+    how = "single"
     if len(unit) > 1 and exp.run_batch is not None:
         t0 = time.perf_counter()
         try:
-            cfgs = [resolve_config(exp, p.params) for p in unit]
+            cfgs = [_config(exp, p) for p in unit]
             ctx = RunContext(seed=unit[0].seed, **ctx_kw)
             results = exp.run_batch(cfgs, [p.seed for p in unit], ctx)
+            if len(results) != len(unit):
+                raise ValueError(f"run_batch returned {len(results)} results for {len(unit)} points")
             wall = (time.perf_counter() - t0) / len(unit)
             return [_record(p, r.summary, None, wall, f"batch of {len(unit)}")
                     for p, r in zip(unit, results)]
-        except Exception:  # noqa: BLE001 - fall back to one by one to isolate the bad point(s)
-            pass
+        except _batch_errors() as e:
+            err = _error(e)
+            log.warning("sweep %s: a batch of %d points (%s ...) cannot run together (%s); running "
+                        "them one by one", name, len(unit), ", ".join(p.id for p in unit[:3]), err)
+            how = f"fallback: {err}"
     out = []
     for p in unit:
         t0 = time.perf_counter()
         try:
-            cfg = resolve_config(exp, p.params)
-            res = exp.run(cfg, RunContext(seed=p.seed, **ctx_kw))
-            out.append(_record(p, res.summary, None, time.perf_counter() - t0, "single"))
-        except Exception as e:  # noqa: BLE001 - a failing point is recorded with its error
-            out.append(_record(p, None, _error(e), time.perf_counter() - t0, "single"))
+            res = exp.run_one(_config(exp, p), RunContext(seed=p.seed, **ctx_kw))
+            out.append(_record(p, res.summary, None, time.perf_counter() - t0, how))
+        except Exception as e:  # noqa: BLE001 - a failing point is a result: recorded with its error
+            out.append(_record(p, None, _error(e), time.perf_counter() - t0, how))
     return out
 
 
@@ -118,7 +160,8 @@ def _pool_init(threads: int) -> None:
 
 
 def execute(exp, units: list[list[Point]], ctx_kw: dict, *, workers: int = 1,
-            scheduler: Optional[str] = None, client: Any = None) -> Iterator[list[dict]]:
+            scheduler: Optional[str] = None, client: Any = None, plugins: Sequence[str] = (),
+            dask_timeout: float = 300.0) -> Iterator[list[dict]]:
     """Compute units and yield each unit's records as soon as it finishes.
 
     Args:
@@ -128,38 +171,48 @@ def execute(exp, units: list[list[Point]], ctx_kw: dict, *, workers: int = 1,
         workers: 1 runs in this process; N > 1 a local process pool of N (spawn/forkserver).
         scheduler: a Dask scheduler address (``tcp://host:port``): points go to that cluster.
         client: an existing ``distributed.Client`` (instead of ``scheduler``).
+        plugins: plugin specs every worker loads before looking the experiment up.
+        dask_timeout: seconds a Dask sweep waits with no worker before it stops
+            (:class:`DaskTimeoutError`; the finished points are kept).
     """
-    ref = _exp_ref(exp)
+    plugins = list(plugins)
     if scheduler is not None or client is not None:
-        yield from _dask(ref, units, ctx_kw, scheduler, client)
+        yield from _dask(exp.name, units, ctx_kw, scheduler, client, plugins, dask_timeout)
     elif workers <= 1:
         for u in units:
-            yield run_unit(ref, u, ctx_kw)
+            yield run_unit(exp.name, u, ctx_kw, plugins)
     else:
-        yield from _pool(ref, units, ctx_kw, workers)
+        yield from _pool(exp.name, units, ctx_kw, workers, plugins)
 
 
-def _pool(ref, units, ctx_kw, workers: int) -> Iterator[list[dict]]:
+def _pool(name, units, ctx_kw, workers: int, plugins) -> Iterator[list[dict]]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method),
                              initializer=_pool_init, initargs=(threads,)) as ex:
-        futs = {ex.submit(run_unit, ref, u, ctx_kw): u for u in units}
-        for f in as_completed(futs):
-            yield _result_or_crash(f, futs[f])
+        futs = {ex.submit(run_unit, name, u, ctx_kw, plugins): u for u in units}
+        try:
+            for f in as_completed(futs):
+                try:
+                    yield f.result()
+                except BrokenProcessPool as e:  # a worker died (killed, out of memory)
+                    yield [_record(p, None, f"worker died: {_error(e)}", 0.0, "none") for p in futs[f]]
+        finally:
+            for f in futs:
+                f.cancel()
 
 
-def _result_or_crash(fut, unit) -> list[dict]:
+def _workers(client) -> int:
     try:
-        return fut.result()
-    except Exception as e:  # noqa: BLE001 - a crashed worker: record, keep going
-        err = _error(e) or traceback.format_exc(limit=1)
-        return [_record(p, None, f"worker failed: {err}", 0.0, "none") for p in unit]
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:  # noqa: BLE001 - the scheduler is unreachable: no worker either
+        return 0
 
 
-def _dask(ref, units, ctx_kw, scheduler, client) -> Iterator[list[dict]]:
+def _dask(name, units, ctx_kw, scheduler, client, plugins, timeout: float) -> Iterator[list[dict]]:
     try:
         import distributed
     except ImportError as e:  # pragma: no cover - dask is a dependency
@@ -168,17 +221,40 @@ def _dask(ref, units, ctx_kw, scheduler, client) -> Iterator[list[dict]]:
     if own:
         try:
             client = distributed.Client(scheduler, timeout=30)
-        except OSError as e:
+        except (OSError, TimeoutError) as e:
             raise ValueError(f"cannot reach the Dask scheduler at {scheduler!r} ({e}); start one "
                              "(`dask scheduler`, or dask-jobqueue on Slurm/PBS) and pass its "
-                             "address as tcp://host:port") from e
+                             "address as tcp://host:port") from None
+    futs = []
     try:
-        futs = {}
-        for u in units:
-            f = client.submit(run_unit, ref, u, ctx_kw, pure=False)
-            futs[f.key] = (f, u)
-        for f in distributed.as_completed([f for f, _ in futs.values()]):
-            yield _result_or_crash(f, futs[f.key][1])
+        futs = [client.submit(run_unit, name, u, ctx_kw, plugins, pure=False) for u in units]
+        ac = distributed.as_completed(futs)
+        idle_since = None
+        while not ac.is_empty():
+            batch = ac.next_batch(block=False)
+            if not batch:
+                if _workers(client) == 0:
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > timeout:
+                        left = sum(1 for f in futs if not f.done())
+                        raise DaskTimeoutError(
+                            f"no Dask worker for {timeout:g} s at {client.scheduler.address}; "
+                            f"stopped with {left} unit(s) not computed (the finished points are "
+                            "kept): start workers and run the same command to resume "
+                            "(--dask-timeout sets the wait)")
+                else:
+                    idle_since = None
+                time.sleep(0.2)
+                continue
+            for f in batch:
+                try:
+                    yield f.result()  # an exception in run_unit is a bug: raised here
+                except distributed.KilledWorker as e:  # the worker died (memory, node lost)
+                    unit = units[futs.index(f)]
+                    yield [_record(p, None, f"worker died: {_error(e)}", 0.0, "none") for p in unit]
     finally:
+        for f in futs:
+            if not f.done():
+                f.cancel()
         if own:
             client.close()
