@@ -213,6 +213,9 @@ def evaluate(model: nn.Module, samples: Samples, config: TrainConfig = TrainConf
         else:
             row.update({k: v for k, v in nc.as_dict().items() if v is not None})
             row["nc_degenerate"] = 0.0
+            if nc.nc1 is None:  # rank-deficient means: the NC fields keep their NaN/flag form,
+                row.update({k: float("nan") for k in NC_FIELDS})  # the new measures stay
+                row["nc_degenerate"] = 1.0
     return row
 
 
