@@ -81,3 +81,14 @@ def test_rank_helpers():
     p = torch.tensor([0.5, 0.25, 0.25], dtype=f64)
     assert abs(effective_rank(s) - math.exp(-(p * p.log()).sum())) < 1e-8
     assert abs(effective_rank(torch.ones(5)) - 5) < 1e-12 and effective_rank(torch.zeros(2)) is None
+
+
+def test_training_row_with_rank_deficient_means():
+    """C - 1 > feature width: the training row keeps NaN NC fields and the flag, plus the new measures."""
+    from meanfield.data import Samples
+    from meanfield.deep.train import TrainConfig, evaluate
+    X, y, _ = _data(n=32, d=4, C=4)
+    row = evaluate(DeepHomogeneousMLP(4, 2, 2, 4, dtype=f64), Samples.from_masses(X, y, dtype=f64),
+                   TrainConfig(), metrics=True)
+    assert row["nc_degenerate"] == 1.0 and math.isnan(row["nc1"]) and math.isnan(row["nc3"])
+    assert row["nc1_trace"] > 0 and row["rank_means"] <= 2
