@@ -207,7 +207,13 @@ def _cmd_list(args) -> int:
         names = [args.name]
     show = args.name is not None or _opt(args, "verbose", False)
     for name in names:
-        exp = get_experiment(name)
+        try:
+            exp = get_experiment(name)
+        except Exception as e:  # noqa: BLE001 - one broken module: say so, list the others
+            if args.name is not None:
+                raise
+            print(f"{name}: (cannot be loaded: {' '.join(str(e).split())})")
+            continue
         print(f"{name}: {exp.description}")
         if not show:
             continue
@@ -316,16 +322,16 @@ def _split(argv: list[str]) -> tuple[int, Optional[str]]:
 
 
 def _globals(rest: list[str]) -> tuple[list[str], list[str]]:
-    """(``-v``/``--plugin`` taken out of ``rest``, what is left in order)."""
+    """(``-v``/``--plugin``/``--set`` taken out of ``rest``, what is left in order)."""
     taken, left, i = [], [], 0
     while i < len(rest):
         a = rest[i]
         if a in ("-v", "--verbose"):
             taken.append(a)
-        elif a == "--plugin" and i + 1 < len(rest):
+        elif a in ("--plugin", "--set") and i + 1 < len(rest):
             taken += [a, rest[i + 1]]
             i += 1
-        elif a.startswith("--plugin="):
+        elif a.startswith(("--plugin=", "--set=")):
             taken.append(a)
         else:
             left.append(a)

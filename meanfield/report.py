@@ -161,7 +161,8 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
     stray = [n for n in sets if n not in names]
     if stray:
         raise ValueError(f"--set names experiment(s) {', '.join(stray)} that are not in this report "
-                         f"({', '.join(names)})")
+                         f"({', '.join(names)}); a report's --set is NAME.key=value, e.g. "
+                         f"{names[0]}.flow.t_end=1e4")
     plans = []
     for name in names:
         try:  # a module that does not import is a failed experiment, not a failed report
