@@ -6,7 +6,8 @@ import math
 import pytest
 
 from meanfield import atlas
-from meanfield.experiments.registry import get_experiment, list_experiments, run_experiment
+from meanfield.atlas.stats import _crossings
+from meanfield.study import get_experiment, list_experiments, resolve_config, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -18,23 +19,41 @@ def small_atlas(tmp_path_factory):
 
 def test_every_entry_names_registered_experiments_statistic_and_threshold():
     names = set(list_experiments())
-    assert {"three_atoms", "enclosure", "activation", "deep_digits", "ufm"} <= set(atlas.ATLAS)
-    for e in atlas.ATLAS.values():
+    assert {"three_atoms", "enclosure", "activation", "deep_digits", "ufm"} <= set(atlas.list_atlas())
+    for name in atlas.list_atlas():
+        e = atlas.get_atlas(name)
         assert e.statistic and "collapsed" in e.statistic
         for p in e.panels:
             assert p.experiment in names
-            assert math.isfinite(p.threshold)
+            assert math.isfinite(p.cutoff) and p.statistic
+            exp = get_experiment(p.experiment)
             for size in atlas.SIZES:
-                get_experiment(p.experiment)
                 assert set(p.grid[size]) == {p.x, p.y}
+                # every swept and fixed key is a parameter of the experiment's config
+                resolve_config(exp, {**{k: v.split(",")[0].split(":")[0] for k, v in p.grid[size].items()},
+                                     **p.fixed.get(size, {})})
     with pytest.raises(ValueError, match="valid"):
         atlas.get_atlas("nope")
+
+
+def test_theory_comes_from_the_experiment_not_a_copy():
+    frozen, relu = atlas.get_atlas("three_atoms").panels
+    assert frozen.line is get_experiment("three_atoms").science.theory
+    assert relu.line is not None and "reference only" in relu.line.label and not relu.is_claim
+    assert relu.predict({"data.p1": 1.0, "data.p3": 2.0}) is None      # no claim on that panel
+    assert frozen.predict({"data.p1": 1.0, "data.p3": 2.0}) is True     # gap law exactly 0
+    assert frozen.predict({"data.p1": 1.0, "data.p3": 4.0}) is False
+    # the enclosure reference line follows the radii the user sets
+    enc = atlas.get_atlas("enclosure").panels[0].line
+    base = {"data.r0": 0.5, "data.r_in": 1.0, "data.r_out": 1.5}
+    assert enc.fn({**base, "data.t": 0.2}) == pytest.approx(0.0, abs=1e-12)
+    assert enc.fn({**base, "data.r0": 0.25, "data.t": 0.3}) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_small_atlas_draws_every_figure_and_page(small_atlas):
     out, page = small_atlas
     text = (out / "atlas.md").read_text()
-    for name in atlas.ATLAS:
+    for name in atlas.list_atlas():
         png = out / name / f"{name}.png"
         assert png.exists() and png.stat().st_size > 10_000, name
         assert f"{name}/{name}.png" in text
@@ -45,7 +64,7 @@ def test_reading_is_computed_from_the_results(small_atlas):
     out, _ = small_atlas
     e = atlas.get_atlas("three_atoms")
     frozen = e.panels[0]
-    st = atlas.panel_stats(frozen, atlas._rows(frozen, out / "three_atoms"))
+    st = atlas.panel_stats(frozen, atlas.panel_rows(frozen, out / "three_atoms"))
     # frozen features: the gap tends to log(p3 / 2 p1) (science.md §3.2), so at p3/p1 = 0.25 and 4
     # it is far from 0 (|log 8| and |log 2|), never collapsed, and the theory side agrees
     assert st["n"] == 2 and st["collapsed"] == 0 and st["agree"] == 2
@@ -53,13 +72,13 @@ def test_reading_is_computed_from_the_results(small_atlas):
         assert abs(mean - abs(math.log(x / 2.0))) < 0.05
     assert st["theory_x"][1.0] and abs(st["theory_x"][1.0][0] - 2.0) < 0.05
     para = atlas.reading(e, out / "three_atoms")
-    assert "collapsed at 0 of 2" in para and "p3 = 2" in para
+    assert "collapsed at 0 of 2" in para and "data.p3 = 2" in para
 
 
 def test_ufm_sweep_agrees_with_the_threshold(small_atlas):
     out, _ = small_atlas
     p = atlas.get_atlas("ufm").panels[0]
-    rows = atlas._rows(p, out / "ufm")
+    rows = atlas.panel_rows(p, out / "ufm")
     assert rows and all(r["normW_agrees"] for r in rows)
     st = atlas.panel_stats(p, rows)
     assert st["agree"] == st["compared"] == 4
@@ -69,19 +88,22 @@ def test_ufm_sweep_agrees_with_the_threshold(small_atlas):
 
 
 def test_crossings_interpolate_in_log_x():
-    xs = atlas._crossings([(1.0, 0.0), (100.0, 2.0)], 1.0)
+    xs = _crossings([(1.0, 0.0), (100.0, 2.0)], 1.0)
     assert xs == [pytest.approx(10.0)]
-    assert atlas._crossings([(0.0, 0.0), (1.0, 2.0)], 0.5) == [pytest.approx(0.25)]
+    assert _crossings([(0.0, 0.0), (1.0, 2.0)], 0.5) == [pytest.approx(0.25)]
 
 
 def test_enclosure_models_and_homogeneous_input():
-    base = {"n": 40, "t": 0.0, "lam": 1e-2}
-    mf = run_experiment("enclosure", dict(base, m=60, t_end=5.0), write=False, backend="dense").summary
-    deep = run_experiment("enclosure", dict(base, model="deep", width=8, epochs=150), write=False).summary
+    base = {"n": 40, "data.t": 0.0, "flow.lam": 1e-2}
+    mf = run_experiment("enclosure", {**base, "model.m": 60, "flow.t_end": 5.0}, write=False,
+                        backend="dense").summary
+    deep = run_experiment("enclosure", {**base, "model": "deep", "model.width": 8, "model.depth": 3,
+                                        "train.epochs": 150}, write=False).summary
     for s in (mf, deep):
         assert 0.0 <= s["nc1"] < 10 and s["spread"] >= 0 and s["hull_fraction"] == 0.0
     assert deep["accuracy"] > 0.9   # the constant input lets the homogeneous net separate
-    s = run_experiment("enclosure", dict(base, t=1.0, m=20, t_end=0.5), write=False, backend="dense").summary
+    s = run_experiment("enclosure", {**base, "data.t": 1.0, "model.m": 20, "flow.t_end": 0.5},
+                       write=False, backend="dense").summary
     assert s["nonconvex"] and abs(s["hull_fraction"] - 1.0) < 1e-12
     with pytest.raises(ValueError, match="valid"):
         run_experiment("enclosure", {"model": "cnn"}, write=False)

@@ -35,15 +35,15 @@ THREE_ATOMS = AtlasEntry(
 # ---------------------------------------------------------------- enclosure
 _T = sizes("0,1", "0:1:5", "0:1:11")
 _LAM = sizes("0.001,0.1", "1e-3:1e-1:4:log", "1e-4:1:13:log")
-_ENC_GRID = {k: {"data.t": _T[k], "lam": _LAM[k]} for k in SIZES}
-_ENC_MF = sizes({"m": 100, "data.n": 60, "flow.t_end": 10.0, "flow.dt": 0.1}, {}, {})
-_ENC_NET = sizes({"model.width": 16, "data.n": 60, "train.epochs": 150}, {"train.epochs": 1000}, {})
+_ENC_GRID = {k: {"data.t": _T[k], "flow.lam": _LAM[k]} for k in SIZES}
+_ENC_MF = sizes({"model.m": 100, "n": 60, "flow.t_end": 10.0, "flow.dt": 0.1}, {}, {})
+_ENC_NET = sizes({"model.width": 16, "n": 60, "train.epochs": 150}, {"train.epochs": 1000}, {})
 
 
 def _enc_panel(key: str, title: str, extra: dict) -> Panel:
     base = _ENC_MF if extra.get("model", "meanfield") == "meanfield" else _ENC_NET
     # NC1 >= 1 is no collapse at all; trivial nets reach ~300 and would wash out the map
-    return Panel(key, "enclosure", title, "data.t", "lam", _ENC_GRID,
+    return Panel(key, "enclosure", title, "data.t", "flow.lam", _ENC_GRID,
                  {k: dict(v, **extra) for k, v in base.items()}, logy=True, vmax=1.0)
 
 

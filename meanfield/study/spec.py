@@ -6,7 +6,8 @@ a :class:`ModelSpec`, ``flow: FlowConfig``, ``train: TrainConfig`` — plus the 
 are the experiment's own. One syntax reaches every field, from the CLI and the API alike:
 
 - ``flow.tau=0.1``, ``train.lr=0.05``: a field of a nested config (dotted keys, any depth);
-- ``data=moons``: pick the distribution (its parameters reset to the new one's defaults);
+- ``data=moons``: pick the distribution (its parameters reset to the new one's defaults; the
+  name already in use keeps its parameters);
 - ``data.noise=0.1``: a parameter of the distribution (parsed by the type of its default);
 - ``model=deep``, ``model.depth=4``: the same for the model;
 - tuples are comma-separated: ``lams=1e-2,1e-3`` (one element: ``lams=1e-2,``); ``none`` is None.
@@ -244,6 +245,8 @@ def _set(obj, path: list[str], value, key: str):
             cls = type(cur) if isinstance(cur, _Spec) else tp
             if isinstance(value, _Spec):
                 new = value
+            elif isinstance(value, str) and isinstance(cur, _Spec) and value.strip() == cur.name:
+                new = cur  # the same name keeps the configured parameters
             elif isinstance(value, str):
                 new = cls(value.strip())
             else:
