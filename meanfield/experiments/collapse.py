@@ -113,6 +113,41 @@ def nan_if_none(v) -> float:
     return float("nan") if v is None else float(v)
 
 
+# ----------------------------------------------------------------------- resumable units
+class Progress:
+    """Finished pieces of a run that is not one engine flow (trainings, segments), kept in a
+    checkpoint written by the engine's :class:`~meanfield.record.Checkpointer` (atomic, refused
+    for another run, tensors and numbers only). Every piece must be deterministic: a resumed run
+    then ends bit for bit where an uninterrupted one would.
+
+    Args:
+        ctx: the run context (no checkpoint without a run directory).
+        name: the checkpoint file (``checkpoint-*.pt``: removed when the run finishes).
+        key: a fingerprint of everything the pieces depend on (config, seed).
+    """
+
+    def __init__(self, ctx: RunContext, name: str, key):
+        import hashlib
+        from ..record import Checkpointer
+        path = ctx.checkpoint(name)
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+        self.ck = None if path is None else Checkpointer(path, every=ctx.checkpoint_every, key=digest)
+        self.data: dict = {}
+        if self.ck is not None and self.ck.exists():
+            self.data = dict(self.ck.load(device="cpu")["units"])
+
+    def unit(self, name: str, fn):
+        """``fn()``'s value, computed once: later calls (and resumed runs) return the saved one."""
+        if name not in self.data:
+            self.data[name] = fn()
+            self.save()
+        return self.data[name]
+
+    def save(self, force: bool = False) -> None:
+        if self.ck is not None and (force or self.ck.due()):
+            self.ck.save(state=(), units=self.data)
+
+
 # ----------------------------------------------------------------------- neuron trajectories
 TRAJECTORIES = "trajectories.pt"
 
