@@ -5,21 +5,24 @@ penultimate width C gives the same accuracy with less memory. Two MLPs are train
 cross-entropy on the same balanced training split (``train_per_class`` images per class, the rest
 is the test set; global standardisation with the training statistics):
 
-- *learned*: ``depth - 1`` hidden layers of ``width`` and a trained ``C x width`` classifier;
+- *learned*: ``model.depth - 1`` hidden layers of ``model.width`` and a trained ``C x width``
+  classifier (``model=mlp`` with biases, or ``model=deep``, bias-free ReLU);
 - *fixed*: the same with the last hidden layer of width C and the classifier frozen to the ETF
   (a buffer: no gradient, no optimiser state; :func:`meanfield.deep.fixed_etf.fix_classifier`).
 
 Memory (:func:`meanfield.deep.memory.measure_memory`, same architecture, one SGD-momentum step on a
-batch of ``batch_size``): bytes of trainable parameters, gradients, optimiser state and buffers,
+batch of ``train.batch_size``): bytes of trainable parameters, gradients, optimiser state and buffers,
 and the measured peak of one training step (CUDA allocator peak on a GPU, profiler account on CPU).
 
 **Activation.** With ReLU on the C-wide feature layer the frozen ETF pushes coordinate c down on the
 ``(C-1)/C`` of the samples outside class c; coordinates die (zero on every sample) and a class whose
 coordinate is dead is never predicted, so accuracy falls to about ``(C - dead)/C`` (measured 0.5-0.7
 on digits, 2-5 dead of 10). The default is therefore leaky ReLU for both arms (the learned arm is
-unaffected either way); ``activation=relu`` shows the failure.
+unaffected either way); ``model.activation=relu`` shows the failure.
 
-**Convention.** Cross-entropy ``(1/N) sum_n CE(f(x_n), y_n)`` (``loss_scale = 1``).
+**Convention.** Cross-entropy ``(1/N) sum_n CE(f(x_n), y_n)`` (``loss_scale = 1``), ``train`` for
+both arms (the data: ``data``, all of it, split here; ``train.seed`` offsets the batch order).
+Every training checkpoints into the run directory; a killed run resumes bit for bit.
 
 **Claims and tolerances.**
 
@@ -41,17 +44,19 @@ unaffected either way); ``activation=relu`` shows the failure.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..data.base import Samples
-from .registry import Experiment, ExperimentResult, RunContext, agreement
-from .weight_decay import DATASETS, load_dataset
+from ..deep.train import TrainConfig
+from ..study.spec import DataSpec, ModelSpec
+from .registry import Experiment, ExperimentResult, RunContext, Science, agreement
+from .weight_decay import checkpointer, load_data, num
 
 ARMS = ("learned", "fixed")
-MODELS = ("mlp", "homogeneous_mlp")
+MODELS = ("mlp", "deep")
+_MEMORY_NAMES = {"mlp": "mlp", "deep": "homogeneous_mlp"}  # meanfield.deep.memory's names
 
 
 @dataclass(frozen=True)
@@ -59,26 +64,18 @@ class FixedETFConfig:
     """Parameters of the fixed-ETF experiment.
 
     Attributes:
-        dataset, data_dir: as in the weight-decay experiment.
-        train_per_class: training images per class (the rest is the test set).
-        model: ``mlp`` (with biases) or ``homogeneous_mlp`` (bias-free, ReLU only).
-        activation: of every hidden layer of ``mlp`` (see the module docstring for why not relu).
-        width, depth: hidden width and number of weight matrices (depth >= 3).
-        epochs, lr, momentum, batch_size: SGD with cross-entropy.
-        seeds: initialisations per arm.
+        data: data set, all of it (digits, mnist_subset; mnist/cifar10 with data.folder); split below.
+        train_per_class: training images per class; the rest of the data set is the test set.
+        model: mlp (biases; model.activation, see above for why not relu) or deep (bias-free ReLU); model.width, model.depth >= 3.
+        train: SGD with cross-entropy of both arms; train.seed offsets the batch order.
+        seeds: initialisations per arm (seeds seed, seed + 1, ...).
     """
 
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
+    data: DataSpec = DataSpec("digits")
     train_per_class: int = 120
-    model: str = "mlp"
-    activation: str = "leaky_relu"
-    width: int = 256
-    depth: int = 4
-    epochs: int = 30
-    lr: float = 0.05
-    momentum: float = 0.9
-    batch_size: int = 64
+    model: ModelSpec = ModelSpec("mlp", {"width": 256, "depth": 4, "activation": "leaky_relu"})
+    train: TrainConfig = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, epochs=30,
+                                     batch_size=64, loss="cross_entropy")
     seeds: int = 2
 
 
@@ -119,37 +116,41 @@ def _trainable(model: str, d_in: int, C: int, widths: list, depth: int) -> int:
 
 def state_saving_theory(model: str, d_in: int, C: int, width: int, depth: int, *,
                         copies: int = 3) -> float:
-    """``1 - (k P_fixed + C^2) / (k P_learned)`` (module docstring), ``k = copies``."""
+    """``1 - (k P_fixed + C^2) / (k P_learned)`` (module docstring), ``k = copies``; ``model``
+    ``mlp`` (biases) or ``deep`` (bias-free)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
     p_l = _trainable(model, d_in, C, [width] * (depth - 1), depth)
     p_f = _trainable(model, d_in, C, [width] * (depth - 2) + [C], depth)
     p_f -= C * C + (C if model == "mlp" else 0)  # the classifier is a buffer, its bias removed
     return 1.0 - (copies * p_f + C * C) / (copies * p_l)
 
 
+def _shape(cfg: FixedETFConfig) -> tuple[int, int]:
+    mp = {**cfg.model.defaults(), **cfg.model.kwargs}
+    return int(mp["width"]), int(mp["depth"])
+
+
 def _build(cfg: FixedETFConfig, arm: str, d: int, C: int, seed: int, dtype, device):
     from ..deep.fixed_etf import fix_classifier
-    from ..deep.models import MLP, DeepHomogeneousMLP
-    cls = MLP if cfg.model == "mlp" else DeepHomogeneousMLP
-    widths = [cfg.width] * (cfg.depth - 1) if arm == "learned" else [cfg.width] * (cfg.depth - 2) + [C]
-    kw = {"activation": cfg.activation} if cfg.model == "mlp" else {}
-    net = cls(d, widths, cfg.depth, C, seed=seed, dtype=dtype, device=device, **kw)
+    from ..models import build_model
+    width, depth = _shape(cfg)
+    widths = [width] * (depth - 1) if arm == "learned" else [width] * (depth - 2) + [C]
+    net = build_model(cfg.model, d, C, seed=seed, dtype=dtype, device=device, width=widths)
     return fix_classifier(net) if arm == "fixed" else net
 
 
 def run(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
     from ..deep.memory import measure_memory
-    from ..deep.train import TrainConfig, evaluate, train
+    from ..deep.train import evaluate, train
 
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
-    if cfg.model not in MODELS:
-        raise ValueError(f"unknown model {cfg.model!r}; valid: {', '.join(MODELS)}")
-    if cfg.model == "homogeneous_mlp" and cfg.activation != "relu":
-        raise ValueError("homogeneous_mlp is a ReLU net: pass activation=relu (or model=mlp)")
-    if cfg.depth < 3 or cfg.seeds < 1:
-        raise ValueError(f"need depth >= 3 and seeds >= 1; got depth={cfg.depth}, seeds={cfg.seeds}")
-    full = load_dataset(cfg.dataset, data_dir=cfg.data_dir, standardise="none").sample(
-        dtype=torch.float32, device=ctx.device)
+    if cfg.model.name not in MODELS:
+        raise ValueError(f"fixed_etf compares MLPs: model must be one of {', '.join(MODELS)}, got "
+                         f"{cfg.model.name!r}")
+    width, depth = _shape(cfg)
+    if depth < 3 or cfg.seeds < 1:
+        raise ValueError(f"need model.depth >= 3 and seeds >= 1; got depth={depth}, seeds={cfg.seeds}")
+    full = load_data(cfg.data, standardise="none").sample(dtype=torch.float32, device=ctx.device)
     train_s, test_s = split(full, cfg.train_per_class, seed=ctx.seed)
     C, d = train_s.num_classes, train_s.d
     history, finals = [], {arm: [] for arm in ARMS}
@@ -157,9 +158,9 @@ def run(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
         seed = ctx.seed + i
         for arm in ARMS:
             net = _build(cfg, arm, d, C, seed, torch.float32, ctx.device)
-            tc = TrainConfig(optimizer="sgd", lr=cfg.lr, momentum=cfg.momentum, epochs=cfg.epochs,
-                             batch_size=cfg.batch_size, loss="cross_entropy", seed=seed)
-            res = train(net, train_s, tc, test=test_s, progress=ctx.progress)
+            tc = replace(cfg.train, seed=cfg.train.seed + seed)
+            res = train(net, train_s, tc, test=test_s, progress=ctx.progress,
+                        checkpoint=checkpointer(ctx, f"checkpoint-{seed}-{arm}.pt"))
             history += [dict(r, arm=arm, seed=seed) for r in res.history]
             finals[arm].append({"train": evaluate(net, train_s, tc)["accuracy"],
                                 "test": evaluate(net, test_s, tc)["accuracy"]})
@@ -172,10 +173,12 @@ def run(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
     a = summary["test_acc_learned"]
     tol = 3.0 * math.sqrt(2.0 * max(a * (1 - a), 0.0099) / test_s.n)
     agreement(summary, "test_acc_gap", a - summary["test_acc_fixed"], 0.0, tol)
-    mem = measure_memory(model=cfg.model, d_in=d, num_classes=C, width=cfg.width, depth=cfg.depth,
-                         batch=cfg.batch_size, optimizer="sgd", device=ctx.device, seed=ctx.seed)
+    adam = cfg.train.optimizer in ("adam", "adamw")
+    mem = measure_memory(model=_MEMORY_NAMES[cfg.model.name], d_in=d, num_classes=C, width=width,
+                         depth=depth, batch=cfg.train.batch_size or train_s.n,
+                         optimizer="adam" if adam else "sgd", device=ctx.device, seed=ctx.seed)
     agreement(summary, "state_saving", mem.state_saving,
-              state_saving_theory(cfg.model, d, C, cfg.width, cfg.depth, copies=3), 1e-12)
+              state_saving_theory(cfg.model.name, d, C, width, depth, copies=4 if adam else 3), 1e-12)
     summary["peak_saving"] = mem.peak_saving
     for arm in ARMS:
         st = getattr(mem, arm)
@@ -183,15 +186,25 @@ def run(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
                         ("num_trainable", "param_bytes", "grad_bytes", "optimizer_bytes",
                          "buffer_bytes", "state_bytes", "peak_step_bytes")})
     summary.update({"n_train": train_s.n, "n_test": test_s.n, "num_classes": C})
-    figs: list[str] = []
-    if ctx.out is not None and ctx.figures:
-        figs = _figure(summary, finals, cfg, train_s, test_s, mem, ctx)
-    return ExperimentResult(summary, history, None, tuple(figs), extra={"memory": mem})
+    return ExperimentResult(summary, history, extra={"memory": mem})
 
 
-def _figure(summary, finals, cfg, train_s, test_s, mem, ctx) -> list[str]:
+def _finals(history) -> dict:
+    """Final train/test accuracy of every (arm, seed), from the history rows."""
+    last: dict = {}
+    for r in history:
+        last[(r.get("arm"), num(r, "seed"))] = r
+    return {arm: [{"train": num(r, "accuracy"), "test": num(r, "test_accuracy")}
+                  for (a, _), r in last.items() if a == arm] for arm in ARMS}
+
+
+def plot(run) -> list[str]:
+    """``fixed_etf.png``: accuracies per arm and the memory account, from the run's files."""
     import matplotlib.pyplot as plt
     import numpy as np
+    cfg, s = run.config, run.summary
+    finals = _finals(run.history)
+    width, depth = _shape(cfg)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.5]})
     colors = {"learned": "tab:blue", "fixed": "tab:green"}
     x = np.arange(2)
@@ -207,23 +220,24 @@ def _figure(summary, finals, cfg, train_s, test_s, mem, ctx) -> list[str]:
     ax1.set_ylim(max(0.0, lo - 0.1), 1.02)
     ax1.set_xticks(x, ["learned classifier", "fixed simplex ETF"])
     ax1.set_ylabel("accuracy (fraction correct)")
-    ax1.set_title(f"Accuracy (n_train = {train_s.n}, n_test = {test_s.n};\nbars: mean, whiskers: "
-                  f"min–max over {cfg.seeds} seeds)", fontsize=10)
+    gap, tol = s["test_acc_gap"], s["test_acc_gap_tol"]
+    ax1.set_title(f"Accuracy (n_train = {int(s['n_train'])}, n_test = {int(s['n_test'])}; bars: mean,\n"
+                  f"whiskers: min–max over {cfg.seeds} seeds); test gap {gap:+.3f}, tolerance "
+                  f"±{tol:.3f}: {'agrees' if s['test_acc_gap_agrees'] else 'DISAGREES'}", fontsize=9)
     ax1.legend(fontsize=8, loc="lower right")
     ax1.grid(axis="y", alpha=0.3)
 
     parts = ("param_bytes", "grad_bytes", "optimizer_bytes", "buffer_bytes")
     names = ("parameters", "gradients", "optimiser state", "buffers (frozen ETF)")
     for j, arm in enumerate(ARMS):
-        st = getattr(mem, arm)
         bottom = 0.0
         for i, (p, nm) in enumerate(zip(parts, names)):
-            v = getattr(st, p) / 1024
+            v = s[f"{arm}_{p}"] / 1024
             ax2.bar(j, v, 0.5, bottom=bottom, color=("0.25", "0.5", "0.75", "tab:red")[i], edgecolor="k",
                     label=nm if j == 0 else None)
             bottom += v
         ax2.text(j, bottom, f"{bottom:.0f} KiB", ha="center", va="bottom", fontsize=8)
-        pk = st.peak_step_bytes / 1024
+        pk = s[f"{arm}_peak_step_bytes"] / 1024
         ax2.bar(j + 2.2, pk, 0.5, color=colors[arm], edgecolor="k", hatch="//",
                 label=f"peak of one step ({arm})")
         ax2.text(j + 2.2, pk, f"{pk:.0f} KiB", ha="center", va="bottom", fontsize=8)
@@ -231,17 +245,18 @@ def _figure(summary, finals, cfg, train_s, test_s, mem, ctx) -> list[str]:
                                      "fixed ETF\n(step peak)"])
     ax2.set_ylim(0, 1.12 * ax2.get_ylim()[1])
     ax2.set_ylabel("memory (KiB)")
-    ax2.set_title(f"Training state (stacked) and measured step peak ({mem.device})\n"
-                  f"state saving {100 * mem.state_saving:.1f}%, peak saving "
-                  f"{100 * mem.peak_saving:.1f}%", fontsize=10)
+    ax2.set_title(f"Training state (stacked) and measured step peak ({run.record.get('device', 'cpu')})\n"
+                  f"state saving {100 * s['state_saving']:.1f}% (theory "
+                  f"{100 * s['state_saving_theory']:.1f}%), peak saving {100 * s['peak_saving']:.1f}%",
+                  fontsize=10)
     ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax2.grid(axis="y", alpha=0.3)
-    act = cfg.activation if cfg.model == "mlp" else "relu"
-    fig.suptitle(f"Fixed simplex-ETF classifier vs learned — {cfg.dataset}, {cfg.model} ({act}) depth "
-                 f"{cfg.depth}, width {cfg.width}, C = {train_s.num_classes}, SGD + cross-entropy",
-                 fontsize=11)
+    act = cfg.model.get("activation", "relu") if cfg.model.name == "mlp" else "relu"
+    fig.suptitle(f"Fixed simplex-ETF classifier vs learned — {cfg.data.name}, {cfg.model.name} ({act}) "
+                 f"depth {depth}, width {width}, C = {int(s['num_classes'])}, {cfg.train.optimizer} + "
+                 f"cross-entropy", fontsize=11)
     fig.tight_layout()
-    ctx.savefig(fig, "fixed_etf.png")
+    run.savefig(fig, "fixed_etf.png")
     return ["fixed_etf.png"]
 
 
@@ -251,8 +266,22 @@ EXPERIMENT = Experiment(
                 "(Zhu et al.; science.md §3.5)",
     config=FixedETFConfig,
     run=run,
-    claim="A classifier frozen to a simplex ETF (feature dim = C) reaches the same accuracy with less "
-          "training memory",
-    large={"dataset": "mnist_subset", "train_per_class": 400, "width": 2048, "epochs": 60, "seeds": 3,
-           "batch_size": 128},
+    plot=plot,
+    science=Science(
+        claim="A classifier frozen to a simplex ETF (feature dim = C) reaches the same accuracy with "
+              "less training memory",
+        source="docs/science.md §3.5 (last part); Zhu et al., A geometric analysis of neural "
+               "collapse with unconstrained features (NeurIPS 2021)",
+        regime="bounded",
+        statistic="|test_acc_gap|",
+        threshold=None,
+        collapsed_below=True,
+        theory=None,
+        labels={"model.width": "hidden width (units)", "model.depth": "depth (weight matrices)",
+                "train_per_class": "training images per class", "train.epochs": "SGD epochs",
+                "test_acc_gap": "test accuracy, learned − fixed (fraction)",
+                "state_saving": "training-state memory saved (fraction)"}),
+    large={"data": "mnist_subset", "train_per_class": 400, "model.width": 2048, "train.epochs": 60,
+           "seeds": 3, "train.batch_size": 128},
+    small={"train.epochs": 6, "seeds": 1, "model.width": 64, "train_per_class": 30},
 )
