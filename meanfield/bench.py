@@ -14,7 +14,15 @@ particles and data. ``err`` is the fast path's largest relative error (max-norm 
 max-norm of the reference, over f, v_a, v_w, v_b) against a float64 dense computation on the same
 inputs (outputs at <= 512 samples, velocities at <= 512 particles, every reduction over all m or n).
 
-Usage: ``meanfield bench [--full] [--out FILE.csv]`` or ``python benchmarks/bench_step.py``.
+Usage: ``meanfield bench [--full] [--out FILE.csv]`` or ``python benchmarks/bench_step.py``;
+``meanfield bench --write-table`` measures the numba/dense crossover that ``auto`` reads
+(:mod:`meanfield.backends.tuning`).
+
+The machine's limits are measured in the same run (:mod:`meanfield.backends.roofline`): rows with
+``method = limit_fused`` (the simplest fused relu kernel of both reductions, d = 2, float32: the
+bar at small d) and ``limit_gemm`` (the step's two matrix products at torch.mm's measured rate:
+the bar at large d); ``frac_limit`` is each backend's fraction of the relevant one (limit time /
+backend time; relu at d <= 16 against the fused limit, d >= 32 against the matrix-product limit).
 """
 
 from __future__ import annotations
@@ -37,8 +45,13 @@ DEFAULT_GRID = [
     (100_000, 1_000, 2, "relu"),
     (100_000, 1_000, 2, "smoothstep"),
     (100_000, 1_000, 2, "tanh"),
+    (100_000, 1_000, 2, "sigmoid"),
+    (100_000, 1_000, 2, "softplus"),
     (20_000, 1_000, 10, "relu"),
+    (20_000, 1_000, 32, "relu"),
     (20_000, 1_000, 64, "relu"),
+    (20_000, 1_797, 64, "relu"),     # digits
+    (10_000, 5_000, 784, "relu"),    # MNIST's dimension
 ]
 #: The issue's sizes (m n > 2e9: only the fast path runs; the baseline would need 40 GB).
 FULL_GRID = DEFAULT_GRID + [
@@ -174,6 +187,8 @@ def _measure(spec: dict) -> dict:
     dtype = getattr(torch, spec["dtype"])
     device = spec["device"]
     method = spec["method"]
+    if method.startswith("limit_"):
+        return _measure_limit(spec)
     step = _step_baseline() if method == "baseline" else _step_backend(method)
     tiny = _problem(64, 32, d, act, dtype, device)
     t0 = time.perf_counter()
@@ -207,6 +222,26 @@ def _measure(spec: dict) -> dict:
             "first_call_s": first, "steps_timed": max(1, len(times) - 1)}
 
 
+def _measure_limit(spec: dict) -> dict:
+    from meanfield.backends.roofline import fused_limit, gemm_limit
+    m, n, d = spec["m"], spec["n"], spec["d"]
+    if spec["method"] == "limit_fused":
+        r = fused_limit(m, n, repeats=spec["repeats"] + 2)
+        t = r["time_s"]
+    else:
+        r = gemm_limit(m, n, d, spec["dtype"], repeats=spec["repeats"])
+        t = r["time_s"]
+    return {"time_s": t, "pairs_per_s": m * n / t, "peak_mb": 0.0, "err": None,
+            "first_call_s": None, "steps_timed": spec["repeats"], "gflops": r.get("gflops")}
+
+
+def _limit_for(d: int, act: str) -> Optional[str]:
+    """The relevant limit of a grid point: fused (relu-like, d <= 16) or matrix products (d >= 32)."""
+    if d >= 32:
+        return "limit_gemm"
+    return "limit_fused" if d <= 16 else None
+
+
 def _in_subprocess(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, "-c", "import json,sys; from meanfield.bench import _measure; "
            "print('@@' + json.dumps(_measure(json.loads(sys.argv[1]))))", json.dumps(spec)]
@@ -238,7 +273,7 @@ def _methods(device: str, backends: Optional[Sequence[str]]) -> list[str]:
 def run_bench(grid: Sequence[tuple] = DEFAULT_GRID, *, dtype: str = "float32", device: str = "cpu",
               backends: Optional[Sequence[str]] = None, baseline: bool = True, repeats: int = 3,
               budget_s: float = 20.0, timeout_s: float = 600.0, out: Optional[str] = None,
-              echo=print) -> list[dict]:
+              limits: bool = True, echo=print) -> list[dict]:
     """Time one full flow step for every backend and the baseline over a grid of sizes.
 
     Args:
@@ -252,30 +287,36 @@ def run_bench(grid: Sequence[tuple] = DEFAULT_GRID, *, dtype: str = "float32", d
         budget_s: stop repeating once a measurement has used this many seconds.
         timeout_s: wall-clock limit of one measurement's subprocess.
         out: CSV file to write (one row per size and method).
+        limits: also measure the machine's limit for each size (``limit_fused`` at d <= 16,
+            ``limit_gemm`` at d >= 32) and report each method's fraction of it.
         echo: where the table lines go (``print``; ``None`` for silence).
 
     Returns:
         One dict per (size, method): m, n, d, act, method, time_s, pairs_per_s, peak_mb, err,
-        ratio (baseline time / this time), first_call_s, skipped.
+        ratio (baseline time / this time), first_call_s, skipped, frac_limit (limit time / this
+        time).
     """
     echo = echo or (lambda *_: None)
     methods = _methods(device, backends)
     info = machine()
     echo("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     echo(f"one step = outputs + velocities + Euler update; logistic loss; {dtype}; {device}")
-    echo(f"{'m':>9} {'n':>7} {'d':>3} {'act':>10} {'method':>9} {'s/step':>9} {'pairs/s':>9} "
-         f"{'peak MB':>8} {'x base':>7} {'err':>8}")
+    echo(f"{'m':>9} {'n':>7} {'d':>3} {'act':>10} {'method':>11} {'s/step':>9} {'pairs/s':>9} "
+         f"{'peak MB':>8} {'x base':>7} {'err':>8} {'of limit':>8}")
     rows = []
     for (m, n, d, act) in grid:
         todo = methods[:1] if m * n > BIG else methods
         todo = todo + (["baseline"] if baseline and m * n <= BIG else [])
+        lim = _limit_for(d, act) if limits else None
+        todo = todo + ([lim] if lim else [])
         res = {}
         for meth in todo:
             spec = dict(m=m, n=n, d=d, act=act, dtype=dtype, device=device, method=meth,
                         repeats=repeats, budget_s=budget_s)
             res[meth] = _in_subprocess(spec, timeout_s)
         tb = res.get("baseline", {}).get("time_s")
-        for meth in methods + ["baseline"]:
+        tl = res.get(lim, {}).get("time_s") if lim else None
+        for meth in methods + ["baseline"] + ([lim] if lim else []):
             if meth not in res:
                 r = {"skipped": "m n > 2e9: baseline needs > 24 GB" if meth == "baseline"
                      else "m n > 2e9: fastest backend only"}
@@ -285,15 +326,17 @@ def run_bench(grid: Sequence[tuple] = DEFAULT_GRID, *, dtype: str = "float32", d
                        time_s=r.get("time_s"), pairs_per_s=r.get("pairs_per_s"),
                        peak_mb=r.get("peak_mb"), err=r.get("err"),
                        ratio=(tb / r["time_s"]) if tb and r.get("time_s") else None,
-                       first_call_s=r.get("first_call_s"), skipped=r.get("skipped", ""))
+                       first_call_s=r.get("first_call_s"), skipped=r.get("skipped", ""),
+                       frac_limit=(tl / r["time_s"]) if tl and r.get("time_s") else None)
             rows.append(row)
             if row["time_s"] is None:
-                echo(f"{m:>9} {n:>7} {d:>3} {act:>10} {meth:>9}   skipped ({row['skipped']})")
+                echo(f"{m:>9} {n:>7} {d:>3} {act:>10} {meth:>11}   skipped ({row['skipped']})")
             else:
-                echo(f"{m:>9} {n:>7} {d:>3} {act:>10} {meth:>9} {row['time_s']:>9.4f} "
+                echo(f"{m:>9} {n:>7} {d:>3} {act:>10} {meth:>11} {row['time_s']:>9.4f} "
                      f"{row['pairs_per_s']:>9.2e} {row['peak_mb']:>8.1f} "
-                     f"{(row['ratio'] or float('nan')):>7.1f} "
-                     f"{('%.1e' % row['err']) if row['err'] is not None else '-':>8}")
+                     f"{(row['ratio'] or float('nan')):>7.2f} "
+                     f"{('%.1e' % row['err']) if row['err'] is not None else '-':>8} "
+                     f"{('%.0f%%' % (100 * row['frac_limit'])) if row['frac_limit'] else '-':>8}")
     if out:
         with open(out, "w", newline="") as fh:
             wr = csv.DictWriter(fh, fieldnames=list(rows[0]) + list(info))
@@ -352,7 +395,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--grid", help="semicolon-separated m,n,d,act entries, e.g. '1e5,1e3,2,relu'")
     ap.add_argument("--batched", action="store_true", help="also run the batched benchmark")
+    ap.add_argument("--no-limits", action="store_true", help="skip the machine-limit kernels")
+    ap.add_argument("--write-table", nargs="?", const="", metavar="FILE",
+                    help="measure the numba/dense crossover and write the table auto reads "
+                         "(default: meanfield/backends/auto_table.json), then exit")
     args = ap.parse_args(argv)
+    if args.write_table is not None:
+        from meanfield.backends.tuning import write_table
+        print("wrote", write_table(args.write_table or None))
+        return 0
     if args.grid:
         grid = []
         for item in args.grid.split(";"):
@@ -362,7 +413,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         grid = FULL_GRID if args.full else DEFAULT_GRID
     run_bench(grid, dtype=args.dtype, device=args.device,
               backends=args.backends.split(",") if args.backends else None,
-              baseline=not args.no_baseline, repeats=args.repeats, out=args.out)
+              baseline=not args.no_baseline, repeats=args.repeats, out=args.out,
+              limits=not args.no_limits)
     if args.batched or args.full:
         run_batched(dtype=args.dtype)
     return 0
