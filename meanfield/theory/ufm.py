@@ -31,7 +31,23 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["UFMSolution", "ExtendedUFMSolution", "mse_ufm", "ce_ufm", "extended_ufm",
-           "extended_ufm_roots"]
+           "extended_ufm_roots", "collapse_margin", "collapse_threshold"]
+
+
+def collapse_margin(K: int, n: int, lW: float, lH: float) -> float:
+    """``K sqrt(n lW lH) - 1``: the UFM's collapse boundary (MSE without or with a free bias, CE).
+
+    Negative: the global minimiser is collapsed (nonzero, H at its class means, W dual to them);
+    positive: it is ``W = H = 0``; zero on the boundary (science.md §3.5; Zhu et al. 2021 for CE).
+    The one place this boundary is written: experiments, phase diagrams and the atlas use it.
+    """
+    return K * math.sqrt(n * lW * lH) - 1.0
+
+
+def collapse_threshold(K: int, n: int, ratio: float = 1.0) -> float:
+    """The weight decay ``lam`` on the boundary with ``lW = lam``, ``lH = ratio lam``:
+    ``collapse_margin(K, n, lam, ratio lam) = 0``, i.e. ``lam = 1 / (K sqrt(n ratio))``."""
+    return 1.0 / (K * math.sqrt(n * ratio))
 
 
 @dataclass(frozen=True)
