@@ -71,7 +71,8 @@ def _sweep(path: Path):
     if len(df.columns) and not {"id", "seed", "status"} <= set(df.columns):
         raise ValueError(f"{path / 'results.csv'} is not a sweep table (no id/seed/status columns)")
     if "error" in df.columns:
-        df["error"] = df["error"].fillna("").astype(str)
+        err = df["error"].astype(object)
+        df["error"] = err.where(err.notna(), "").astype(str)
     df.attrs["kind"] = "sweep"
     df.attrs["path"] = str(path)
     df.attrs["sweep"] = spec or {}

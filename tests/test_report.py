@@ -5,8 +5,14 @@ import re
 
 import pytest
 
-from meanfield.experiments.registry import Experiment, ExperimentResult, _REGISTRY, register_experiment
-from meanfield.report import _parse_sets, main, theory_rows
+from meanfield.cli import main as cli
+from meanfield.report import md_code, parse_report_sets, theory_rows
+from meanfield.study import (Experiment, ExperimentResult, Science, agreement, register_experiment,
+                             unregister_experiment)
+
+
+def main(argv):
+    return cli(["report", *argv])
 
 
 @pytest.fixture
@@ -15,12 +21,16 @@ def toy_experiments():
     from dataclasses import dataclass
 
     @dataclass(frozen=True)
+    class Inner:
+        label: str = "a"
+
+    @dataclass(frozen=True)
     class Cfg:
         x: float = 1.0
+        inner: Inner = Inner()
 
     def run_ok(cfg, ctx):
         s = {}
-        from meanfield.experiments.registry import agreement
         agreement(s, "double", 2 * cfg.x, 2.0, 1e-12)
         agreement(s, "square", cfg.x ** 2 + 0.5, 1.0, 0.1)   # disagrees
         s["reported_only"] = 3.25
@@ -34,12 +44,15 @@ def toy_experiments():
     def run_bad(cfg, ctx):
         raise RuntimeError("deliberate failure for the test")
 
-    register_experiment(Experiment("toy_ok", "toy", Cfg, run_ok, claim="2x = 2 at x = 1",
-                                   large={"x": 2.0}))
-    register_experiment(Experiment("toy_bad", "always fails", Cfg, run_bad, claim="none"))
+    register_experiment(Experiment("toy_ok", "toy", Cfg, run_ok, large={"x": 2.0},
+                                   science=Science(claim="2x = 2 at x = 1",
+                                                   source="a paper (issue 7), docs/science.md §9")),
+                        overwrite=True)
+    register_experiment(Experiment("toy_bad", "always fails", Cfg, run_bad, claim="none"),
+                        overwrite=True)
     yield
-    _REGISTRY.pop("toy_ok", None)
-    _REGISTRY.pop("toy_bad", None)
+    unregister_experiment("toy_ok")
+    unregister_experiment("toy_bad")
 
 
 def _rows_md(md: str, name: str) -> str:
@@ -83,7 +96,32 @@ def test_report_bad_arguments(tmp_path, toy_experiments, capsys):
     assert "unknown parameter" in capsys.readouterr().err
     assert main(["--out", str(tmp_path), "--only", "toy_ok", "--set", "ufm.num=3"]) == 2
     with pytest.raises(ValueError, match="NAME.key=value"):
-        _parse_sets(["num=3"])
+        parse_report_sets(["num=3"])
+    assert parse_report_sets(["three_atoms.flow.t_end=1e4"]) == {"three_atoms": {"flow.t_end": "1e4"}}
+
+
+def test_report_escapes_user_values_and_cites_the_docs(tmp_path, toy_experiments):
+    value = "x`](http://evil) <i>evil|"
+    assert main(["--out", str(tmp_path), "--only", "toy_ok", "--set", f"toy_ok.inner.label={value}"]) == 1
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert md_code(f"inner.label={value}") in md
+    assert "``inner.label=x`](http://evil) <i>evil|``" in md  # one code span, longer fence
+    assert "<i>evil" not in html and "&lt;i&gt;evil" in html and "x`](http://evil)" in html
+    for page in (md, html):
+        assert "docs/science.md" in page and "issue" not in page.lower()
+        assert "/work/" not in page
+
+
+def test_md_code_cannot_be_closed_from_inside():
+    import re
+    for text in ("plain", "a`b", "``x``", "`start", "end`", "a|b"):
+        span = md_code(text)
+        fence = re.match(r"`+", span).group(0)
+        inner = span[len(fence):-len(fence)]
+        assert span.endswith(fence) and fence not in inner.replace(fence + "`", "")
+        assert max((len(m) for m in re.findall(r"`+", inner)), default=0) < len(fence)
+    assert md_code("a|b", table=True) == "`a\\|b`"
 
 
 def test_theory_rows_order_and_fields():
@@ -95,7 +133,7 @@ def test_report_runs_real_experiments(tmp_path):
     """three_atoms and ufm at tiny sizes through the CLI; every row agrees."""
     from meanfield.cli import main as cli
     rc = cli(["report", "--out", str(tmp_path), "--only", "three_atoms,ufm",
-              "--set", "three_atoms.t_end=1e4", "--set", "three_atoms.m=60",
+              "--set", "three_atoms.flow.t_end=1e4", "--set", "three_atoms.m=60",
               "--set", "ufm.num=3", "--set", "ufm.cases=mse_none,ce", "--set", "ufm.lam_min=0.02",
               "--set", "ufm.lam_max=0.3"])
     md = (tmp_path / "report.md").read_text()
