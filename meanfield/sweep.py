@@ -38,8 +38,8 @@ from typing import Any, Mapping, Optional, Sequence
 from .study.lock import DirLock, LockedError
 from .sweep_exec import DaskTimeoutError, Point, execute, make_units
 from .record import write_json
-from .sweep_io import (check_identity, load_results, plain, read_points, read_spec, update_spec,
-                       write_table)
+from .sweep_io import (check_identity, load_results, plain, read_points, read_spec, under_axis,
+                       update_spec, write_table)
 
 __all__ = ["Axis", "SweepResult", "SweepLockedError", "DaskTimeoutError", "parse_grid", "sweep",
            "load_results", "plot_dir", "flat_params"]
@@ -320,8 +320,8 @@ def _norm(v) -> str:
 def _this_identity(rows: list[dict], spec: Mapping) -> list[dict]:
     """The rows whose non-axis parameters are the sweep's fixed ones (seeds are all that vary)."""
     base = spec.get("base") or {}
-    axes = {a.get("key") for a in spec.get("axes", [])}
-    keys = [k for k in base if k not in axes and rows and k in rows[0]]
+    axes = {a.get("key") for a in spec.get("axes", []) if isinstance(a, dict)}
+    keys = [k for k in base if not under_axis(k, axes) and rows and k in rows[0]]
     keep = [r for r in rows if all(_norm(r.get(k)) == _norm(base[k]) for k in keys)]
     if keep and len(keep) < len(rows):
         log.warning("phase diagram: %d row(s) of other fixed parameters left out", len(rows) - len(keep))

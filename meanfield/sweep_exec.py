@@ -9,18 +9,22 @@ so (``how: "fallback: <error>"``); any other exception is a bug and propagates. 
 on its own is recorded with its error, and the others still finish.
 
 Workers find the experiment by name: they first load the same plugins as the parent
-(:func:`meanfield.study.plugins.loaded_plugins`), so user experiments work everywhere.
+(:func:`meanfield.study.plugins.loaded_plugins`), so user experiments work everywhere; Dask
+workers also get the plugin files' text, for machines that do not share the parent's files.
 Executors yield finished units as they complete; the caller writes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
+import tempfile
 import time
-from typing import Any, Iterator, Optional, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 __all__ = ["Point", "make_units", "run_unit", "execute", "DaskTimeoutError", "BATCH_ERRORS"]
 
@@ -108,7 +112,27 @@ def _config(exp, p: Point):
     return resolve_config(exp, p.params)
 
 
-def run_unit(name: str, unit: Sequence[Point], ctx_kw: dict, plugins: Sequence[str] = ()) -> list[dict]:
+def _local_plugins(plugins: Sequence[str], sources: Optional[Mapping[str, str]]) -> list[str]:
+    """Plugin specs usable here: a plugin file missing on this machine (a Dask worker without the
+    parent's file system) is written from its shipped source into a temporary folder."""
+    out = []
+    for spec in plugins:
+        if sources and spec in sources and not Path(spec).is_file():
+            text = sources[spec]
+            d = Path(tempfile.gettempdir()) / f"meanfield-plugins-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+            f = d / Path(spec).name
+            if not f.is_file():
+                d.mkdir(parents=True, exist_ok=True)
+                from .record import atomic_write
+                atomic_write(f, text)
+            out.append(str(f))
+        else:
+            out.append(spec)
+    return out
+
+
+def run_unit(name: str, unit: Sequence[Point], ctx_kw: dict, plugins: Sequence[str] = (),
+             sources: Optional[Mapping[str, str]] = None) -> list[dict]:
     """Compute a unit of points; one record (dict) per point, failures included.
 
     Args:
@@ -116,6 +140,7 @@ def run_unit(name: str, unit: Sequence[Point], ctx_kw: dict, plugins: Sequence[s
         unit: points that run together.
         ctx_kw: :class:`~meanfield.study.RunContext` fields.
         plugins: plugin specs to load first (a worker process starts without them).
+        sources: plugin file -> its text, for workers that do not see the parent's files.
 
     Raises:
         ValueError: the plugins or the experiment cannot be loaded (every point would fail).
@@ -124,7 +149,7 @@ def run_unit(name: str, unit: Sequence[Point], ctx_kw: dict, plugins: Sequence[s
     """
     from .study.experiment import RunContext, get_experiment
     from .study.plugins import load_plugins
-    load_plugins(plugins)
+    load_plugins(_local_plugins(plugins, sources))
     exp = get_experiment(name)
     how = "single"
     if len(unit) > 1 and exp.run_batch is not None:
@@ -225,9 +250,10 @@ def _dask(name, units, ctx_kw, scheduler, client, plugins, timeout: float) -> It
             raise ValueError(f"cannot reach the Dask scheduler at {scheduler!r} ({e}); start one "
                              "(`dask scheduler`, or dask-jobqueue on Slurm/PBS) and pass its "
                              "address as tcp://host:port") from None
+    sources = {p: Path(p).read_text() for p in plugins if p.endswith(".py") and Path(p).is_file()}
     futs = []
     try:
-        futs = [client.submit(run_unit, name, u, ctx_kw, plugins, pure=False) for u in units]
+        futs = [client.submit(run_unit, name, u, ctx_kw, plugins, sources, pure=False) for u in units]
         ac = distributed.as_completed(futs)
         idle_since = None
         while not ac.is_empty():

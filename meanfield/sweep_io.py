@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from .record import read_history, write_history, write_json
 
-__all__ = ["read_json", "read_points", "check_point", "rows", "write_table", "load_results",
+__all__ = ["under_axis", "read_json", "read_points", "check_point", "rows", "write_table", "load_results",
            "read_spec", "check_identity", "update_spec", "plain", "FIRST"]
 
 FIRST = ("id", "seed", "status", "error")
@@ -28,6 +28,11 @@ def plain(v):
     if isinstance(v, float) and not math.isfinite(v):
         return repr(v)
     return v
+
+
+def under_axis(key: str, axes) -> bool:
+    """Whether ``key`` is a grid axis or a parameter of one (``data.noise`` under ``data``)."""
+    return any(key == a or key.startswith(a + ".") for a in axes)
 
 
 def read_json(path: Path, what: str):
@@ -173,8 +178,9 @@ def check_identity(out: Path, spec: dict | None, name: str, fixed: Mapping[str, 
         old_base = {**{k: plain(v) for k, v in base.items()}, **spec.get("fixed", {})}
     old_axes = {a.get("key") for a in spec.get("axes", []) if isinstance(a, dict)}
     diffs = []
+    swept = set(axes) | old_axes
     for k in sorted(set(old_base) | set(base)):
-        if k in axes or k in old_axes:
+        if under_axis(k, swept):
             continue
         then, now = old_base.get(k, "(absent)"), plain(base.get(k, "(absent)"))
         if json.dumps(then, sort_keys=True) != json.dumps(now, sort_keys=True):

@@ -256,3 +256,11 @@ def test_real_experiment_through_the_cli(tmp_path, capsys):
     assert len(df) > 0 and "gap" in df.columns
     assert df.attrs["config"]["experiment"] == "three_atoms"
     assert df.attrs["summary"]["gap"] == pytest.approx(df["gap"].iloc[-1])
+
+
+def test_real_atlas_list(capsys):
+    import meanfield.atlas as atlas
+    if not callable(getattr(atlas, "main", None)):
+        pytest.skip("meanfield.atlas has no main(argv) in this tree yet")
+    assert main(["-v", "atlas", "--list"]) == 0
+    assert capsys.readouterr().out.strip()

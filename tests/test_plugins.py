@@ -98,3 +98,23 @@ def test_load_atlas_layout(tmp_path, plugin):
     (tmp_path / "atlas" / "e1" / "a" / "sweep.json").write_text("[]")
     with pytest.raises(ValueError, match="sweep.json"):
         meanfield.load(tmp_path / "atlas")
+
+
+def test_workers_without_the_file_get_its_source(tmp_path, plugin):
+    """A Dask worker on another machine: the plugin path does not exist there, its text is shipped."""
+    from meanfield.study import EXPERIMENTS, unregister_experiment
+    from meanfield.study.experiment import get_experiment
+    from meanfield.sweep import _plan
+    from meanfield.sweep_exec import run_unit
+    text = Path(plugin).read_text()
+    gone = str(tmp_path / "elsewhere" / "remote_plugin.py")  # never written here
+    if "two_points" in EXPERIMENTS.list():
+        unregister_experiment("two_points")
+    with pytest.raises(ValueError):
+        run_unit("two_points", [], {}, [gone])
+    from meanfield.study.plugins import load_plugins
+    load_plugins([plugin])
+    points = _plan(get_experiment("two_points"), [], {"data.gap": "3"}, [0])
+    unregister_experiment("two_points")
+    recs = run_unit("two_points", points, {"device": "cpu"}, [gone], {gone: text})
+    assert recs[0]["status"] == "ok" and recs[0]["summary"]["distance"] == 3.0
