@@ -1,8 +1,10 @@
 """Unconstrained features model: numerical optimum against the closed forms across lambda (science.md §3.5).
 
-Balanced data, K classes, n samples per class, every weight decay equal to ``lam``
+Balanced data, ``num_classes`` = K classes, ``per_class`` = n samples per class, every weight
+decay equal to ``lam``
 (``lW = lH = lam``; CE with a regularised bias ``lb = lam``; extended UFM ``lW2 = lW1 = lH = lam``).
-For each ``lam`` on a log grid through the collapse-to-zero threshold the UFM is optimised in
+For each ``lam`` on a log grid (``lam_min``, ``lam_max``, ``lam_num`` points) through the
+collapse-to-zero threshold the UFM is optimised in
 float64 (:func:`meanfield.deep.ufm.fit_ufm`, :func:`meanfield.deep.extended_ufm.fit_extended_ufm`:
 L-BFGS with strong-Wolfe line search, restarted until the gradient norm is below ``tol_grad``) and
 compared with :mod:`meanfield.theory.ufm`:
@@ -15,7 +17,8 @@ compared with :mod:`meanfield.theory.ufm`:
 **Convention.** The UFM losses are the ``1/(2N)`` (MSE) and ``1/N`` (CE) data terms of
 :mod:`meanfield.deep.ufm`, exactly as in science.md §3.5 (no ``1/C`` factor here).
 
-Thresholds: MSE and CE collapse to W = H = 0 at ``K sqrt(n) lam = 1``; the extended UFM where the
+Thresholds: MSE and CE collapse to W = H = 0 at ``K sqrt(n) lam = 1``
+(:func:`meanfield.theory.ufm.collapse_margin` with ``lW = lH = lam``); the extended UFM where the
 value at the largest root of ``t^4 - t + K tau = 0`` reaches 1/2 (a first-order jump). Within
 ``band`` of the MSE/CE threshold (``|K mu - 1| <= band``) and where the extended UFM's two candidate
 values differ by less than ``band / 10`` the problem is ill-conditioned (science.md §3.5): those
@@ -52,7 +55,7 @@ from typing import Optional
 
 import numpy as np
 
-from .registry import Experiment, ExperimentResult, RunContext, agreement
+from .registry import Experiment, ExperimentResult, RunContext, Science, agreement
 
 CASES = ("mse_none", "mse_free", "ce", "ext_linear")
 SCALES = (1.0, 2.0, 0.05)  # initial scales of the extended UFM's restarts, cycled
@@ -67,21 +70,24 @@ class UFMExperimentConfig:
     """Parameters of the UFM experiment.
 
     Attributes:
-        K: classes; n: samples per class.
-        lam_min, lam_max, num: the log grid of weight decays.
-        cases: which of ``mse_none``, ``mse_free``, ``ce``, ``ext_linear``.
+        num_classes: K, classes.
+        per_class: n, samples per class.
+        lam_min: smallest weight decay lam of the log grid (every penalty = lam).
+        lam_max: largest weight decay of the grid.
+        lam_num: points of the grid.
+        cases: which of mse_none, mse_free, ce, ext_linear.
         restarts: random starts of the extended UFM (best value kept).
-        ext_dim: hidden and feature dimension of the extended UFM (default 4K; overparameterising
-            removes most of its spurious minima, see above).
-        band: half-width of the excluded band around the MSE/CE threshold in ``K mu``.
-        tol_grad, max_iter: optimiser stop.
+        ext_dim: hidden and feature dimension of the extended UFM (None: 4K, which removes most spurious minima).
+        band: half-width of the excluded band around the MSE/CE threshold in K mu.
+        tol_grad: optimiser stop: gradient norm.
+        max_iter: optimiser stop: iterations.
     """
 
-    K: int = 4
-    n: int = 3
+    num_classes: int = 4
+    per_class: int = 3
     lam_min: float = 3e-3
     lam_max: float = 0.5
-    num: int = 12
+    lam_num: int = 12
     cases: tuple[str, ...] = CASES
     restarts: int = 6
     ext_dim: Optional[int] = None
@@ -92,7 +98,8 @@ class UFMExperimentConfig:
 
 def threshold(K: int, n: int) -> float:
     """The MSE/CE collapse-to-zero threshold in lam (``lW = lH = lam``): ``1 / (K sqrt(n))``."""
-    return 1.0 / (K * math.sqrt(n))
+    from ..theory.ufm import collapse_threshold
+    return collapse_threshold(K, n)
 
 
 def ext_threshold(K: int, n: int) -> float:
@@ -131,7 +138,8 @@ def ill_conditioned(case: str, K: int, n: int, lam: float, band: float) -> bool:
         from ..theory.ufm import extended_ufm
         e = extended_ufm(K, n, lam, lam, lam)
         return e.value_at_root is not None and abs(e.value_at_root - e.value_at_zero) <= band / 10
-    return abs(K * math.sqrt(n) * lam - 1.0) <= band
+    from ..theory.ufm import collapse_margin
+    return abs(collapse_margin(K, n, lam, lam)) <= band
 
 
 def fit(case: str, K: int, n: int, lam: float, cfg: UFMExperimentConfig, seed: int, device
@@ -166,11 +174,11 @@ def run(cfg: UFMExperimentConfig, ctx: RunContext) -> ExperimentResult:
     bad = [c for c in cfg.cases if c not in CASES]
     if bad or not cfg.cases:
         raise ValueError(f"unknown case(s) {bad}; valid: {', '.join(CASES)}")
-    if not (0 < cfg.lam_min < cfg.lam_max) or cfg.num < 2:
-        raise ValueError(f"need 0 < lam_min < lam_max and num >= 2; got {cfg.lam_min}, {cfg.lam_max}, "
-                         f"{cfg.num}")
-    K, n = cfg.K, cfg.n
-    lams = np.geomspace(cfg.lam_min, cfg.lam_max, cfg.num)
+    if not (0 < cfg.lam_min < cfg.lam_max) or cfg.lam_num < 2:
+        raise ValueError(f"need 0 < lam_min < lam_max and lam_num >= 2; got {cfg.lam_min}, "
+                         f"{cfg.lam_max}, {cfg.lam_num}")
+    K, n = cfg.num_classes, cfg.per_class
+    lams = np.geomspace(cfg.lam_min, cfg.lam_max, cfg.lam_num)
     history = []
     for case in cfg.cases:
         for i, lam in enumerate(lams):
@@ -197,18 +205,27 @@ def run(cfg: UFMExperimentConfig, ctx: RunContext) -> ExperimentResult:
     if "ext_linear" in cfg.cases:
         summary["threshold_lam_ext"] = ext_threshold(K, n)
     summary["max_grad_norm"] = max(r["grad_norm"] for r in history)
-    figs: list[str] = []
-    if ctx.out is not None and ctx.figures:
-        figs = _figure(history, cfg, ctx)
-    return ExperimentResult(summary, history, None, tuple(figs))
+    return ExperimentResult(summary, history)
 
 
-def _figure(history, cfg: UFMExperimentConfig, ctx: RunContext) -> list[str]:
+def _flag(v) -> bool:
+    """A boolean column, in memory or read back from history.csv (``True``/``False``)."""
+    return v is True or v == 1 or (isinstance(v, str) and v.strip().lower() in ("true", "1"))
+
+
+def plot(run) -> list[str]:
+    """``ufm_vs_lambda.png``: optimum against the closed forms across lambda, from the run's files
+    (the closed-form curves are evaluated from the config)."""
     import matplotlib.pyplot as plt
-    K, n = cfg.K, cfg.n
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+    cfg, s = run.config, run.summary
+    K, n = cfg.num_classes, cfg.per_class
+    history = [dict(r, lam=float(r["lam"]), value=float(r["value"]), normW2=float(r["normW2"]),
+                    excluded=_flag(r["excluded"])) for r in run.history]
     dense = np.geomspace(cfg.lam_min, cfg.lam_max, 400)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    thr, thr_e = threshold(K, n), ext_threshold(K, n)
+    thr = float(s["threshold_lam"])
+    thr_e = float(s["threshold_lam_ext"]) if "threshold_lam_ext" in s else ext_threshold(K, n)
     for j, case in enumerate(cfg.cases):
         col = f"C{j}"
         th = np.array([theory(case, K, n, float(l)) for l in dense])
@@ -227,6 +244,9 @@ def _figure(history, cfg: UFMExperimentConfig, ctx: RunContext) -> list[str]:
         ax.axvline(thr, color="k", ls=":", lw=1.2)
         ax.axvline(thr_e, color="0.4", ls="-.", lw=1.2)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("weight decay λ (every penalty of the model = λ; log scale)")
         ax.grid(alpha=0.3, which="both")
     ymax = axes[1].get_ylim()[1]
@@ -245,10 +265,12 @@ def _figure(history, cfg: UFMExperimentConfig, ctx: RunContext) -> list[str]:
     labels += ["closed form (line)", "L-BFGS optimum, float64 (circle)",
                "ill-conditioned band, not counted (cross)", "MSE/CE threshold", "extended-UFM threshold"]
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, -0.13))
+    worst = max(float(s[f"value_err_{c}"]) for c in cfg.cases)
     fig.suptitle(f"UFM and extended UFM: numerical optimum vs closed form (K = {K} classes, n = {n} per "
-                 f"class, float64)", fontsize=12)
+                 f"class, float64)\nworst relative value error {worst:.1g} (tolerance {VALUE_TOL:g})",
+                 fontsize=12)
     fig.tight_layout()
-    ctx.savefig(fig, "ufm_vs_lambda.png")
+    run.savefig(fig, "ufm_vs_lambda.png")
     return ["ufm_vs_lambda.png"]
 
 
@@ -258,7 +280,21 @@ EXPERIMENT = Experiment(
                 "collapse-to-zero threshold (MSE no bias, MSE free bias, CE, linear extended) (§3.5)",
     config=UFMExperimentConfig,
     run=run,
-    claim="The UFM optimum is in closed form (orthogonal frame / simplex ETF / Tirer–Bruna root) and "
-          "collapses to W = H = 0 past a threshold in λ",
-    large={"K": 10, "n": 20, "num": 40, "lam_min": 1e-3, "restarts": 5},
+    plot=plot,
+    science=Science(
+        claim="The UFM optimum is in closed form (orthogonal frame / simplex ETF / Tirer–Bruna root) "
+              "and collapses to W = H = 0 past a threshold in λ",
+        source="docs/science.md §3.5; Zhu et al. (NeurIPS 2021); Tirer & Bruna, Extended "
+               "unconstrained features model for exploring deep neural collapse (ICML 2022)",
+        regime="bounded",
+        statistic="value_err_ce",
+        threshold=VALUE_TOL,
+        collapsed_below=True,
+        theory=None,
+        labels={"lam_min": "smallest weight decay λ of the grid", "lam_max": "largest weight decay λ",
+                "num_classes": "classes K", "per_class": "samples per class n",
+                "value_err_ce": "max relative error of the optimal value (CE)",
+                "threshold_lam": "λ at K√n λ = 1"}),
+    large={"num_classes": 10, "per_class": 20, "lam_num": 40, "lam_min": 1e-3, "restarts": 5},
+    small={"lam_num": 4, "lam_min": 0.02, "lam_max": 0.3, "restarts": 3},
 )
