@@ -379,6 +379,10 @@ def plot_dir(path: str | Path, *, metric: Optional[str] = None, threshold: Optio
         from .sweep_io import read_json
         rec = read_json(cfg, "config of a run directory")
         if isinstance(rec, dict) and "experiment" in rec:
+            from .study.experiment import EXPERIMENTS
+            if rec["experiment"] not in EXPERIMENTS.list():
+                raise ValueError(f"{out} is a run of {rec['experiment']!r}, which is not registered: "
+                                 "if it comes from user code, pass the same --plugin FILE_OR_MODULE")
             return [out / n for n in plot_run(out)]
         raise ValueError(f"{cfg} is not a run record (no 'experiment')")
     _inside(out, file)

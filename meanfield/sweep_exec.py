@@ -255,10 +255,14 @@ def _dask(name, units, ctx_kw, scheduler, client, plugins, timeout: float) -> It
     try:
         futs = [client.submit(run_unit, name, u, ctx_kw, plugins, sources, pure=False) for u in units]
         ac = distributed.as_completed(futs)
-        idle_since = None
+        idle_since, checked = None, 0.0
         while not ac.is_empty():
             batch = ac.next_batch(block=False)
             if not batch:
+                if time.monotonic() - checked < 1.0:
+                    time.sleep(0.1)
+                    continue
+                checked = time.monotonic()
                 if _workers(client) == 0:
                     idle_since = idle_since or time.monotonic()
                     if time.monotonic() - idle_since > timeout:
