@@ -201,6 +201,7 @@ def _cmd_run(args) -> int:
 def _cmd_list(args) -> int:
     from .study.experiment import get_experiment, list_experiments
     from .study.spec import TUPLE_SYNTAX, describe
+    _no(args, "list", "set", "out")
     names = list_experiments()
     if args.name is not None:
         get_experiment(args.name)  # unknown: ValueError listing the valid ones
@@ -234,6 +235,7 @@ def _cmd_info(args) -> int:
     from . import __version__
     from .backends import get_backend, list_backends
     from .study.plugins import loaded_plugins
+    _no(args, "info", "set", "out")
     print(f"meanfield {__version__}")
     print(f"python {platform.python_version()} on {platform.machine()} ({platform.platform()})")
     print(f"torch {torch.__version__}, numpy {numpy.__version__}, cpu threads {torch.get_num_threads()}")

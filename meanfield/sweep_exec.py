@@ -6,7 +6,8 @@ point. :func:`run_unit` computes a unit. When a batch cannot run *together* (``V
 a NaN in one system or shapes that do not match, or a :class:`~meanfield.flow.DivergenceError`) it
 is re-run point by point, with a WARNING naming the batch and the error, and every point's file says
 so (``how: "fallback: <error>"``); any other exception is a bug and propagates. A point that fails
-on its own is recorded with its error, and the others still finish.
+on its own (``ValueError``, ``RuntimeError`` such as a divergence, ``ArithmeticError``) is recorded
+with its error, and the others still finish; anything else stops the sweep (finished points kept).
 
 Workers find the experiment by name: they first load the same plugins as the parent
 (:func:`meanfield.study.plugins.loaded_plugins`), so user experiments work everywhere; Dask
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-__all__ = ["Point", "make_units", "run_unit", "execute", "DaskTimeoutError", "BATCH_ERRORS"]
+__all__ = ["Point", "make_units", "run_unit", "execute", "DaskTimeoutError", "POINT_ERRORS"]
 
 log = logging.getLogger("meanfield.sweep")
 
@@ -44,7 +45,9 @@ def _batch_errors() -> tuple:
     return (ValueError, DivergenceError, DegenerateMeansError, FloatingPointError)
 
 
-BATCH_ERRORS = "ValueError, DivergenceError, DegenerateMeansError, FloatingPointError"
+# what a single point may raise and still be a result (bad values, divergence, a singular
+# matrix, out of memory); anything else (TypeError, KeyError, ...) is a bug and stops the sweep
+POINT_ERRORS = (ValueError, RuntimeError, ArithmeticError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +177,7 @@ def run_unit(name: str, unit: Sequence[Point], ctx_kw: dict, plugins: Sequence[s
         try:
             res = exp.run_one(_config(exp, p), RunContext(seed=p.seed, **ctx_kw))
             out.append(_record(p, res.summary, None, time.perf_counter() - t0, how))
-        except Exception as e:  # noqa: BLE001 - a failing point is a result: recorded with its error
+        except POINT_ERRORS as e:  # a failing point is a result: recorded with its error
             out.append(_record(p, None, _error(e), time.perf_counter() - t0, how))
     return out
 
@@ -222,9 +225,13 @@ def _pool(name, units, ctx_kw, workers: int, plugins) -> Iterator[list[dict]]:
         try:
             for f in as_completed(futs):
                 try:
-                    yield f.result()
-                except BrokenProcessPool as e:  # a worker died (killed, out of memory)
-                    yield [_record(p, None, f"worker died: {_error(e)}", 0.0, "none") for p in futs[f]]
+                    res = f.result()
+                except BrokenProcessPool:  # a worker died: which point killed it is unknown
+                    raise RuntimeError(
+                        "a sweep worker process died (killed, or out of memory); the finished "
+                        "points are kept: run the same command to resume (fewer --workers or a "
+                        "smaller --batch-size use less memory)") from None
+                yield res
         finally:
             for f in futs:
                 f.cancel()

@@ -71,6 +71,8 @@ class ToyCfg:
 
 
 def _one(c):
+    if c.opt.mode == "bug":
+        raise TypeError("a bug in run")
     if c.x < 0:
         raise ValueError(f"x = {c.x} < 0")
     return ExperimentResult({"y": c.x * c.opt.k, "lsum": float(sum(c.lams))})
@@ -196,6 +198,10 @@ def test_only_batch_errors_fall_back(tmp_path, toy):
     assert [r["y"] for r in ok.rows] == [2.0, 4.0, 6.0]
     with pytest.raises(TypeError, match="a bug in run_batch"):  # a bug is not hidden
         sweep(toy, {"x": "1,2"}, fixed={"opt.mode": "bug"}, out=tmp_path / "bug", plot=False)
+    with pytest.raises(TypeError, match="a bug in run$"):  # nor recorded as a failed point
+        sweep(toy, {"x": "1,2"}, fixed={"opt.mode": "bug"}, out=tmp_path / "bug1", plot=False,
+              batch=False)
+    assert not list((tmp_path / "bug1" / "points").glob("*.json"))
 
 
 def test_identity_refuses_other_fixed_parameters(tmp_path, toy):
