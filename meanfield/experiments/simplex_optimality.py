@@ -12,7 +12,7 @@ Method and its error. Projected gradient descent with a backtracking step (Armij
 decrease; the step grows by 1.25 after an accepted step and halves after a rejected one), the
 projections being radial clipping of every z_i and clipping the singular values of A at 1. It stops
 when the gradient mapping ``|x - P(x - eta0 grad)| / eta0`` (``eta0 = k / (2 (1 + R^2))``) falls
-below ``gtol``, or when no start can decrease the risk any more in float64 (60 rejected steps in a
+below ``tol_grad``, or when no start can decrease the risk any more in float64 (60 rejected steps in a
 row), or after ``max_iter``. The risk is second order in the distance eps to the minimiser and the
 geometry first order: a risk exact to float64 resolution (~1e-16) pins the geometry to about
 ``sqrt(1e-16 / mu)``, with mu the curvature of the softest direction (rescaling the logits), of
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..theory.simplex import ce_risk, optimal_risk
-from .registry import Experiment, ExperimentResult, RunContext, agreement
+from .registry import Experiment, ExperimentResult, RunContext, Science, agreement
 
 RISK_TOL = 1e-12
 GEOM_TOL = 1e-6
@@ -47,17 +47,17 @@ class SimplexConfig:
     """Parameters of the simplex-optimality experiment.
 
     Attributes:
-        ks: numbers of classes.
+        num_classes: numbers of classes k (one minimisation per k and radius).
         radii: feature radii R.
         starts: random starts per (k, R) (all reported, none selected).
-        gtol: stop when the gradient mapping is below this.
+        tol_grad: stop when the gradient mapping is below this.
         max_iter: iteration cap per (k, R).
     """
 
-    ks: tuple[int, ...] = (2, 3, 5)
+    num_classes: tuple[int, ...] = (2, 3, 5)
     radii: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     starts: int = 4
-    gtol: float = 1e-11
+    tol_grad: float = 1e-11
     max_iter: int = 200_000
 
 
@@ -69,7 +69,7 @@ def _project(Z: torch.Tensor, A: torch.Tensor, R: float) -> tuple[torch.Tensor, 
     return Z, A
 
 
-def minimise(k: int, R: float, *, starts: int = 4, gtol: float = 1e-11, max_iter: int = 200_000,
+def minimise(k: int, R: float, *, starts: int = 4, tol_grad: float = 1e-11, max_iter: int = 200_000,
              seed: int = 0) -> dict:
     """Projected gradient descent of the CE risk over (Z, A), ``starts`` random starts in a batch.
 
@@ -92,7 +92,7 @@ def minimise(k: int, R: float, *, starts: int = 4, gtol: float = 1e-11, max_iter
             if it % 20 == 0:
                 Zr, Ar = _project(Z - eta0 * gz, A - eta0 * ga, R)
                 res = float(torch.sqrt(((Zr - Z) ** 2).sum((-1, -2)) + ((Ar - A) ** 2).sum((-1, -2))).max()) / eta0
-                if res < gtol:
+                if res < tol_grad:
                     break
             e = eta[:, None, None]
             Zn, An = _project(Z - e * gz, A - e * ga, R)
@@ -131,13 +131,14 @@ def geometry(Z: torch.Tensor, A: torch.Tensor, R: float) -> dict:
 
 
 def run(cfg: SimplexConfig, ctx: RunContext) -> ExperimentResult:
-    if cfg.starts < 1 or not cfg.ks or not cfg.radii:
-        raise ValueError("need starts >= 1 and at least one k and one radius")
+    if cfg.starts < 1 or not cfg.num_classes or not cfg.radii:
+        raise ValueError("need starts >= 1 and at least one number of classes and one radius")
     summary: dict = {}
     history = []
-    for k in cfg.ks:
+    for k in cfg.num_classes:
         for R in cfg.radii:
-            sol = minimise(k, R, starts=cfg.starts, gtol=cfg.gtol, max_iter=cfg.max_iter, seed=ctx.seed)
+            sol = minimise(k, R, starts=cfg.starts, tol_grad=cfg.tol_grad, max_iter=cfg.max_iter,
+                           seed=ctx.seed)
             theory = optimal_risk(k, R)
             geo = [geometry(sol["Z"][s], sol["A"][s], R) for s in range(cfg.starts)]
             risks = sol["risk"].tolist()
@@ -152,19 +153,19 @@ def run(cfg: SimplexConfig, ctx: RunContext) -> ExperimentResult:
                 history.append({"k": k, "R": R, "start": s, "risk": risks[s], "risk_theory": theory,
                                 "risk_error": risks[s] - theory, **geo[s],
                                 "iterations": sol["iterations"], "residual": sol["residual"]})
-    figs = []
-    if ctx.out is not None and ctx.figures:
-        figs = _figures(history, cfg, ctx)
-    return ExperimentResult(summary, history, None, tuple(figs))
+    return ExperimentResult(summary, history)
 
 
-def _figures(history, cfg, ctx) -> list[str]:
+def plot(run) -> list[str]:
+    """``risk_vs_R.png``: optimal risk and distance to the simplex against R, from the run's files."""
     import matplotlib.pyplot as plt
     import numpy as np
+    cfg, history = run.config, [{k: (float(v) if k != "start" else v) for k, v in r.items()}
+                                for r in run.history]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.4))
     Rs = np.geomspace(min(cfg.radii) / 1.5, max(cfg.radii) * 1.5, 200)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, k in enumerate(cfg.ks):
+    for i, k in enumerate(cfg.num_classes):
         c = colors[i % len(colors)]
         ax.plot(Rs, [optimal_risk(k, r) for r in Rs], color=c, lw=1.5,
                 label=f"theory log(1 + (k−1)e^(−R√(k/(k−1)))), k = {k}")
@@ -198,7 +199,7 @@ def _figures(history, cfg, ctx) -> list[str]:
     ax2.legend(fontsize=6.5, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax2.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    ctx.savefig(fig, "risk_vs_R.png")
+    run.savefig(fig, "risk_vs_R.png")
     return ["risk_vs_R.png"]
 
 
@@ -208,5 +209,17 @@ EXPERIMENT = Experiment(
                 "is a centred regular simplex, risk log(1+(k-1)exp(-R sqrt(k/(k-1)))) (science.md §3.1)",
     config=SimplexConfig,
     run=run,
-    claim="min CE risk = log(1 + (k−1)·exp(−R·√(k/(k−1)))), attained at a centred regular simplex",
+    plot=plot,
+    science=Science(
+        claim="min CE risk = log(1 + (k−1)·exp(−R·√(k/(k−1)))), attained at a centred regular simplex",
+        source="docs/science.md §3.1; Wojtowytsch & E, On the emergence of simplex symmetry in the "
+               "final and penultimate layers of neural network classifiers (MSML 2021)",
+        regime="bounded",
+        statistic=None,
+        threshold=GEOM_TOL,
+        collapsed_below=True,
+        theory=None,
+        labels={"radii": "feature radius R (Euclidean ball)", "num_classes": "classes k",
+                "risk": "minimal CE risk (nats)"}),
+    small={"num_classes": (2, 3), "radii": (1.0, 2.0), "starts": 2},
 )
