@@ -11,7 +11,8 @@ model** (``meanfield`` particles, ``two_layer``, ``deep``, ``mlp``, or a user's 
 - penultimate features: ``nc1``, ``nc1_trace``, ``nc3``, ``nc4`` (science.md §1; the bounded
   regime), and ``feature_spread``, the absolute within-class RMS spread
   ``sqrt(sum_j p_j |h_j - mu_{y_j}|^2)`` (mean-field features carry the inner product ``/m``);
-- training: ``risk`` (data term at the end), ``horizon`` (flow time or epochs), ``steps``;
+- training: ``risk`` (data term plus the weight-decay penalty, at the end), ``loss`` (the data
+  term alone), ``horizon`` (flow time or epochs), ``steps`` (flow or optimiser steps);
 - the regime's statistic ``statistic`` (``spread``, ``spread_rel`` or ``nc1`` as ``regime`` says;
   ``auto``: bounded when ``flow.lam > 0``, else unbounded) and ``collapsed`` =
   ``statistic < threshold``.
@@ -319,7 +320,7 @@ def finish(summary: dict, cfg) -> dict:
 
 # --------------------------------------------------------------------- mean-field particles
 def run_meanfield(cfgs: list, seeds: list, ctx: RunContext) -> list[tuple[dict, list, object]]:
-    """B configurations as one batched flow: [(summary, history rows, particles)] per system."""
+    """B configurations as one batched flow: [(summary, history rows, particles, samples)] per system."""
     from ..flow import simulate
     from ..metrics import particle_neural_collapse
     from ..models import build_model
@@ -348,15 +349,18 @@ def run_meanfield(cfgs: list, seeds: list, ctx: RunContext) -> list[tuple[dict, 
             summary.update(dict.fromkeys(("nc1", "nc1_trace", "nc3", "nc4"), float("nan")))
         summary["feature_spread"] = feature_spread(net.features(data[i].X)[0] / math.sqrt(net.m),
                                                     data[i])
-        summary.update({"risk": rows[i][-1]["risk"], "t_end": res.t, "steps": res.steps,
+        from ..losses import get_loss
+        loss = get_loss(flow.loss).value(f[None], data[i].y[None])[0]
+        summary.update({"risk": rows[i][-1]["risk"],
+                        "loss": float((data[i].p * loss).sum()), "steps": res.steps,
                         "horizon": res.t})
-        out.append((finish(summary, c), rows[i], net))
+        out.append((finish(summary, c), rows[i], net, data[i]))
     return out
 
 
 # ----------------------------------------------------------------------------- finite nets
 def run_finite(cfg, seed: int, ctx: RunContext) -> tuple[dict, list]:
-    """One finite net trained by :func:`meanfield.deep.train.train`: (summary, history rows)."""
+    """One finite net trained by :func:`meanfield.deep.train.train`: (summary, history rows, net, samples)."""
     from ..deep.train import collect_features, train
     from ..models import build_model
     dtype = parse_dtype(cfg.dtype)
@@ -378,11 +382,11 @@ def run_finite(cfg, seed: int, ctx: RunContext) -> tuple[dict, list]:
     except ValueError:  # degenerate class means (e.g. the net decayed to 0): undefined
         summary.update(dict.fromkeys(("nc1", "nc1_trace", "nc3", "nc4"), float("nan")))
     summary["feature_spread"] = feature_spread(h, s)
-    summary.update({"risk": res.final["loss"], "epochs": res.epochs, "steps": res.steps,
+    summary.update({"risk": res.final["objective"], "loss": res.final["loss"], "steps": res.steps,
                     "horizon": float(res.epochs)})
     hist = [{"t": float(r["epoch"]), **{k: v for k, v in r.items() if isinstance(v, (int, float))},
              "system": 0} for r in res.history]
-    return finish(summary, cfg), hist
+    return finish(summary, cfg), hist, net, s
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -390,18 +394,20 @@ def run_batch_with(cfgs: list, seeds: list, ctx: RunContext, batch_keys, extra=N
     """Run configurations (one batched flow for ``meanfield``, a loop otherwise).
 
     ``extra(summary, cfg) -> summary`` adds an experiment's own keys (the enclosure's geometry).
+    ``ExperimentResult.extra`` holds the trained ``model`` (particles or torch module) and the
+    ``samples``.
     """
     check_batch(list(cfgs), list(seeds), batch_keys)
     for c in cfgs:
         check(c)
     extra = extra or (lambda s, c: s)
     if cfgs[0].model.name == "meanfield":
-        return [ExperimentResult(extra(summ, c), hist, net)
-                for (summ, hist, net), c in zip(run_meanfield(list(cfgs), list(seeds), ctx), cfgs)]
+        return [ExperimentResult(extra(summ, c), hist, net, extra={"model": net, "samples": s})
+                for (summ, hist, net, s), c in zip(run_meanfield(list(cfgs), list(seeds), ctx), cfgs)]
     out = []
-    for c, s in zip(cfgs, seeds):
-        summ, hist = run_finite(c, s, replace(ctx, seed=s))
-        out.append(ExperimentResult(extra(summ, c), hist))
+    for c, seed in zip(cfgs, seeds):
+        summ, hist, net, s = run_finite(c, seed, replace(ctx, seed=seed))
+        out.append(ExperimentResult(extra(summ, c), hist, extra={"model": net, "samples": s}))
     return out
 
 

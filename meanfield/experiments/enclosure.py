@@ -93,6 +93,8 @@ def _geometry_keys(summary: dict, cfg) -> dict:
     geo = geometry(cfg)
     summary.update({"hull_fraction": geo.hull_fraction, "nonconvex": geo.hull_fraction > 0,
                     "t_hull": t_hull(geo.r0, geo.r_in, geo.r_out)})
+    # the horizon under its pre-redesign name
+    summary["t_end" if cfg.model.name == "meanfield" else "epochs"] = summary["horizon"]
     return summary
 
 
