@@ -225,6 +225,10 @@ def plot(run) -> list[str]:
             if key == "nc2_etf":
                 _band(ax, history, arm, "nc2_etf_w", 1e-12, _COLORS[arm],
                       f"{lab}: classifier W Wᵀ (dashed)", ls="--")
+        sci = run.experiment.science
+        if key == "nc1" and sci.threshold is not None:
+            ax.axhline(sci.threshold, color="k", ls=":", lw=1,
+                       label=f"collapsed below {sci.threshold:g} (the experiment's threshold)")
         ax.set_yscale("log")
         ax.set_title(_LABELS[key], fontsize=10)
         ax.set_ylabel(key + (f" (0 drawn at {floor:.1g})" if key == "nc4" else "") + " (log)")
@@ -257,8 +261,9 @@ def plot(run) -> list[str]:
     ax.set_ylim(lo, hi)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (1/2NC) Σ‖y − f‖² (log)")
-    ax.set_title(f"Training loss against the loss of neural collapse (C = {C})\n"
-                 f"final: λ = 0 {s['loss_no_decay_mean']:.3g}, λ = {lam:g} {s['loss_decay_mean']:.3g}",
+    ax.set_title(f"Training loss against the least loss of neural collapse (C = {C})\n"
+                 f"final loss / NC3: λ = 0 {s['loss_no_decay_mean']:.3g} / {s['nc3_no_decay_mean']:.3g}, "
+                 f"λ = {lam:g} {s['loss_decay_mean']:.3g} / {s['nc3_decay_mean']:.3g} (NC3 = 0 if collapsed)",
                  fontsize=10)
     ax.legend(fontsize=7.5)
     ax.grid(alpha=0.3, which="both")
