@@ -30,7 +30,7 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block
-        raise _UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _common(prefix: str) -> argparse.ArgumentParser:
@@ -391,7 +391,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt as e:
         t = getattr(e, "t", None)
         if t is not None:
-            msg = f"interrupted at t={t:.6g}; checkpoint saved; run the same command to resume"
+            t = f"{t:.6g}" if isinstance(t, (int, float)) else str(t)
+            msg = f"interrupted at t={t}; checkpoint saved; run the same command to resume"
         else:
             msg = "interrupted; the last checkpoint is kept; run the same command to resume"
         return _fail(msg, 130)
