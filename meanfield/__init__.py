@@ -11,7 +11,7 @@ from .metrics import NCMetrics, neural_collapse, output_collapse, particle_neura
 from .particles import Particles
 from .record import Recorder
 from .load import load
-from .study.experiment import Experiment, register_experiment, unregister_experiment
+from .study.experiment import register_experiment, unregister_experiment
 from .study.plugins import load_entry_points, load_plugins
 
 __version__ = "0.1.0"
@@ -20,6 +20,6 @@ __all__ = [
     "Particles", "Samples", "Distribution", "FlowConfig", "FlowResult", "DivergenceError",
     "simulate", "velocity", "risk", "Recorder", "get_activation", "list_activations",
     "register_activation", "get_loss", "list_losses", "NCMetrics", "neural_collapse",
-    "particle_neural_collapse", "output_collapse", "load", "Experiment", "register_experiment",
+    "particle_neural_collapse", "output_collapse", "load", "register_experiment",
     "unregister_experiment", "load_plugins", "load_entry_points", "__version__",
 ]
