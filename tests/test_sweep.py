@@ -296,3 +296,15 @@ def test_phase_diagram_and_plot_command(tmp_path):
     assert main(["plot", str(tmp_path / "p"), "--metric", "|gap|", "--threshold", "0.1"]) == 0
     assert res.figure.exists()
     assert main(["plot", str(tmp_path / "p"), "--metric", "nope"]) == 2
+
+
+def test_phase_rows_are_this_identity_only():
+    """The diagram averages over seeds only: rows of other fixed parameters are left out."""
+    from meanfield.sweep import _this_identity
+    spec = {"base": {"x": 1.0, "opt.k": 3, "lams": [0.1], "data": "a", "data.n": 5},
+            "axes": [{"key": "x"}, {"key": "data"}]}
+    rows = [{"x": 1.0, "opt.k": 3.0, "lams": "0.1", "data": "a", "data.n": 5.0, "seed": 0.0},
+            {"x": 2.0, "opt.k": 3.0, "lams": "0.1", "data": "b", "data.n": "", "seed": 1.0},
+            {"x": 2.0, "opt.k": 4.0, "lams": "0.1", "data": "a", "data.n": 5.0, "seed": 0.0},
+            {"x": 2.0, "opt.k": 3.0, "lams": "0.1,0.2", "data": "a", "data.n": 5.0, "seed": 0.0}]
+    assert _this_identity(rows, spec) == rows[:2]
