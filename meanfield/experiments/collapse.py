@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -151,6 +152,7 @@ class Progress:
 
 # ----------------------------------------------------------------------- neuron trajectories
 TRAJECTORIES = "trajectories.pt"
+MODEL_FILE = "model.pt"
 
 
 def save_snapshots(ctx: RunContext, snaps: dict) -> None:
@@ -407,6 +409,9 @@ def run_batch_with(cfgs: list, seeds: list, ctx: RunContext, batch_keys, extra=N
     out = []
     for c, seed in zip(cfgs, seeds):
         summ, hist, net, s = run_finite(c, seed, replace(ctx, seed=seed))
+        if ctx.out is not None and len(cfgs) == 1:   # the trained weights, for the figures
+            torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()},
+                       Path(ctx.out) / MODEL_FILE)
         out.append(ExperimentResult(extra(summ, c), hist, extra={"model": net, "samples": s}))
     return out
 
@@ -420,6 +425,32 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
 
 
 # ----------------------------------------------------------------------------- figures
+def _predictor(run, cfg, s):
+    """x (n, d) -> f(x) (n,) of the trained model of a run directory, or None."""
+    if cfg.model.name == "meanfield":
+        P = run.particles
+        return None if P is None else (
+            lambda G: P.to(torch.float64).predict(G, backend="dense")[0, :, 0])
+    path = run.path / MODEL_FILE
+    if not path.exists():
+        return None
+    from ..models import build_model
+    bias = cfg.bias_input if cfg.bias_input is not None else cfg.model.name == "deep"
+    net = build_model(cfg.model, s.d + int(bias), _num_outputs(s), seed=0,
+                      dtype=parse_dtype(cfg.dtype))
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    net.eval()
+
+    def f(G):
+        G = G.to(parse_dtype(cfg.dtype))
+        if bias:
+            G = torch.cat([G, torch.ones_like(G[:, :1])], 1)
+        with torch.no_grad():
+            out = net(G)
+        return out[:, 0].double() if out.shape[1] == 1 else (out[:, 1] - out[:, 0]).double()
+    return f
+
+
 def plot(run, title: str = "", extra_text: str = "") -> list[str]:
     """The trained decision function over the data (2-D inputs, mean-field particles), and the
     risk against time or epochs with the regime's statistic, from the run directory."""
@@ -427,8 +458,8 @@ def plot(run, title: str = "", extra_text: str = "") -> list[str]:
     cfg, summ = run.config, run.summary
     seed = int(run.record.get("seed", 0))
     s = samples(cfg, seed)
-    P = run.particles if cfg.model.name == "meanfield" else None
-    two_d = s.d == 2 and P is not None
+    predict = _predictor(run, cfg, s)
+    two_d = s.d == 2 and predict is not None
     fig, axes = plt.subplots(1, 2 if two_d else 1, figsize=(11 if two_d else 5.5, 4.8))
     axes = list(axes) if two_d else [axes]
     if two_d:
@@ -439,7 +470,7 @@ def plot(run, title: str = "", extra_text: str = "") -> list[str]:
                                 torch.linspace(float(lo[1]), float(hi[1]), 161, dtype=torch.float64),
                                 indexing="xy")
         G = torch.stack([g0.reshape(-1), g1.reshape(-1)], 1)
-        f = P.to(torch.float64).predict(G, backend="dense")[0, :, 0].reshape(g0.shape)
+        f = predict(G).reshape(g0.shape)
         vmax = float(f.abs().max()) or 1.0
         cs = ax.contourf(g0, g1, f, levels=torch.linspace(-vmax, vmax, 22).tolist(), cmap="RdBu",
                          alpha=0.55)
@@ -454,7 +485,7 @@ def plot(run, title: str = "", extra_text: str = "") -> list[str]:
         ax.set_xlabel("x₁")
         ax.set_ylabel("x₂")
         ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="upper right", framealpha=0.9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
         ax.set_title(f"trained output ({cfg.model.name}); accuracy {summ.get('accuracy', float('nan')):.3f}",
                      fontsize=9)
     ax = axes[-1]
@@ -467,6 +498,8 @@ def plot(run, title: str = "", extra_text: str = "") -> list[str]:
                 label="training risk" + (" (data term)" if finite else " (with weight decay)"))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        from matplotlib.ticker import NullFormatter
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("epoch" if finite else "flow time t")
         ax.set_ylabel("risk")
         ax.grid(alpha=0.3, which="both")
