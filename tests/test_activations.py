@@ -147,3 +147,23 @@ def test_flow_result_names_backend():
     p0 = mf.Particles.gaussian(8, 1, seed=0, dtype=torch.float64)
     res = mf.simulate(p0, data, mf.FlowConfig(dt=0.1, t_end=0.2, backend="auto"), progress=False)
     assert res.backend in ("dense", "numba", "keops")
+
+
+def test_table_choice_reads_nearest_measurement(tmp_path):
+    from meanfield.backends.base import TABLE_VERSION, load_table, table_choice
+    rows = [dict(act="relu", dtype="float32", d=2, m=1000, n=100, numba_s=1.0, dense_s=2.0,
+                 best="numba"),
+            dict(act="relu", dtype="float32", d=64, m=1000, n=100, numba_s=3.0, dense_s=1.0,
+                 best="dense")]
+    tab = {"version": TABLE_VERSION, "date": "2026-01-01", "rows": rows}
+    relu = get_activation("relu")
+    assert table_choice(relu, torch.float32, 10_000, 1_000, 3, tab)[0] == "numba"
+    assert table_choice(relu, torch.float32, 10_000, 1_000, 40, tab)[0] == "dense"
+    assert table_choice(relu, torch.float64, 10_000, 1_000, 3, tab)[0] == "dense"  # not measured
+    assert table_choice(get_activation("tanh"), torch.float32, 100, 10, 2, tab)[0] == "dense"
+    bad = tmp_path / "t.json"
+    bad.write_text('{"version": 0, "rows": []}')
+    with pytest.raises(ValueError, match="write-table"):
+        load_table(bad)
+    tab = load_table()  # the shipped table: versioned, with machine and date
+    assert tab["version"] == TABLE_VERSION and "date" in tab and "machine" in tab
