@@ -236,7 +236,7 @@ def plot(run) -> list[str]:
         if key in ("nc3", "nc4"):
             ax.set_xlabel("epoch")
     axes[0, 1].legend(fontsize=8, loc="upper right")
-    axes[0, 0].legend(fontsize=8, loc="lower left")
+    axes[0, 0].legend(fontsize=8, loc="upper right")
     tr = cfg.train
     fig.suptitle(f"Neural collapse with and without weight decay — {cfg.data.name}, n = {n}, C = {C}\n"
                  f"bias-free ReLU MLP (depth {mp.get('depth')}, width {mp.get('width')}), MSE (1/2NC), "
