@@ -148,8 +148,9 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
             parameter the experiment does not have (checked before anything runs).
     """
     from .study.experiment import get_experiment, list_experiments, resolve_config
-    from .study.rundir import check_device, run_experiment
+    from .study.rundir import _check_backend, check_device, run_experiment
     check_device(device)
+    _check_backend(backend)
     if size not in ("small", "large"):
         raise ValueError(f"unknown size {size!r}; valid: small, large")
     names = list(only) if only else list_experiments()
