@@ -66,12 +66,20 @@ class TrainCheckpoint:
         self.every = float(every)
         self.key: Optional[str] = None
         self._last = time.monotonic()
+        self._monitor = None
+        self._monitor_values: Optional[list] = None
 
     # ------------------------------------------------------------------ used by train()
     def begin(self, model, samples, config) -> None:
         """Fingerprint the run (call before any step)."""
         self.key = run_key(model, samples, config)
         self._last = time.monotonic()
+
+    def attach(self, monitor) -> None:
+        """Save and restore the window of a divergence monitor (``monitor.values``) with the run."""
+        self._monitor = monitor
+        if self._monitor_values is not None and hasattr(monitor, "values"):
+            monitor.values = list(self._monitor_values)
 
     def restore(self, model, opt, sched, gen: torch.Generator) -> Optional[dict]:
         """Load the saved state into ``model``, ``opt``, ``sched`` and ``gen`` if a checkpoint of
@@ -107,6 +115,8 @@ class TrainCheckpoint:
             sched.load_state_dict(sd)
         gen.set_state(saved["generator"])
         torch.random.set_rng_state(saved["torch_rng"])
+        mon = saved.get("monitor")
+        self._monitor_values = [float(v) for v in mon] if mon is not None else None
         return {"epoch": int(saved["epoch"]), "steps": int(saved["steps"]), "done": bool(saved["done"]),
                 "history": list(saved["history"]),
                 "features": {int(k): v for k, v in saved["features"].items()}}
@@ -130,6 +140,8 @@ class TrainCheckpoint:
             "scheduler": _cpu(sched_sd), "generator": gen.get_state(),
             "torch_rng": torch.random.get_rng_state(),
             "history": _cpu(list(history)), "features": {int(k): _cpu(v) for k, v in features.items()},
+            "monitor": [float(v) for v in getattr(self._monitor, "values", [])]
+            if self._monitor is not None else None,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-ckpt-", suffix=".pt")
