@@ -118,3 +118,16 @@ def test_workers_without_the_file_get_its_source(tmp_path, plugin):
     unregister_experiment("two_points")
     recs = run_unit("two_points", points, {"device": "cpu"}, [gone], {gone: text})
     assert recs[0]["status"] == "ok" and recs[0]["summary"]["distance"] == 3.0
+
+
+def test_plugin_as_a_module_name(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_module_plugin.py").write_text(EXAMPLE.read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["run", "two_points", "--plugin", "my_module_plugin", "--out",
+                     str(tmp_path / "r")]) == 0
+        assert f"run directory: {tmp_path / 'r'}" in capsys.readouterr().out
+    finally:
+        from meanfield.study import EXPERIMENTS, unregister_experiment
+        if "two_points" in EXPERIMENTS.list():
+            unregister_experiment("two_points")
