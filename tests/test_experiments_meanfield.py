@@ -34,7 +34,7 @@ def test_simplex_risk_formula_matches_direct_evaluation(k, R):
 
 
 def test_simplex_optimality_experiment(tmp_path):
-    res = run_experiment("simplex_optimality", {"ks": "2,3", "radii": "1,2", "starts": 2},
+    res = run_experiment("simplex_optimality", {"num_classes": "2,3", "radii": "1,2", "starts": 2},
                          out=tmp_path / "run")
     s = res.summary
     keys = _agrees(s)
