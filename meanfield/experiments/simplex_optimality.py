@@ -216,7 +216,7 @@ EXPERIMENT = Experiment(
                "final and penultimate layers of neural network classifiers (MSML 2021)",
         regime="bounded",
         statistic=None,
-        threshold=GEOM_TOL,
+        threshold=None,
         collapsed_below=True,
         theory=None,
         labels={"radii": "feature radius R (Euclidean ball)", "num_classes": "classes k",
