@@ -128,8 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--only", default=None, help="comma-separated experiment names")
     rp.add_argument("--seed", type=int, default=0)
 
-    for name in ("atlas", "bench"):
-        sub.add_parser(name, help=_HELP[name], add_help=False)
+    at = sub.add_parser("atlas", parents=c, help=_HELP["atlas"], description=_HELP["atlas"] +
+                        " (resumable: re-running the same command finishes what is missing).")
+    at.add_argument("--size", default="default", choices=("small", "default", "large"),
+                    help="small: a quick look; default: each entry under 15 minutes on 2 CPU "
+                         "cores; large: GPU-sized")
+    at.add_argument("--only", default=None, help="comma-separated atlas entries (see --list)")
+    at.add_argument("--workers", type=int, default=1, help="local processes per sweep")
+    at.add_argument("--no-width-limit", action="store_true", help="skip the width_limit run")
+    at.add_argument("--list", action="store_true", help="list the atlas entries and exit")
+    at.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("bench", help=_HELP["bench"], add_help=False)
     return p
 
 
@@ -303,8 +312,18 @@ def _cmd_report(args) -> int:
     return 0 if good else 1
 
 
+def _cmd_atlas(args) -> int:
+    from .atlas import atlas_command
+    _no(args, "atlas", "set")
+    return atlas_command(out=_opt(args, "out") or "atlas", size=args.size, only=args.only,
+                         workers=args.workers, device=_opt(args, "device") or "cpu",
+                         backend=_opt(args, "backend") or "auto",
+                         width_limit=not args.no_width_limit, list_only=args.list,
+                         progress=False if args.quiet else None)
+
+
 _CMDS = {"run": _cmd_run, "list": _cmd_list, "info": _cmd_info, "sweep": _cmd_sweep,
-         "plot": _cmd_plot, "report": _cmd_report}
+         "plot": _cmd_plot, "report": _cmd_report, "atlas": _cmd_atlas}
 
 
 # ------------------------------------------------------------------ atlas and bench
@@ -352,14 +371,8 @@ def _delegate(cmd: str, head: list[str], rest: list[str]) -> int:
         v = getattr(args, "top_" + name, None)
         if v is not None:
             fwd += [f"--{name}", v]
-    if cmd == "atlas":
-        from . import atlas
-        fn = getattr(atlas, "main", None)
-    else:
-        from . import bench
-        fn = bench.main
-    if fn is None:
-        raise ValueError(f"`meanfield {cmd}` has no command-line entry in this version")
+    from . import bench
+    fn = bench.main
     try:
         return int(fn(fwd + left) or 0)
     except SystemExit as e:  # its own parser: --help (0) or a usage error (2, already printed)
@@ -369,7 +382,7 @@ def _delegate(cmd: str, head: list[str], rest: list[str]) -> int:
 # ------------------------------------------------------------------ entry point
 def _main(argv: list[str]) -> int:
     i, cmd = _split(argv)
-    if cmd in ("atlas", "bench"):
+    if cmd == "bench":
         return _delegate(cmd, argv[:i], argv[i + 1:])
     p = build_parser()
     try:

@@ -219,18 +219,20 @@ def test_atlas_gets_the_parsed_arguments(monkeypatch, capsys):
     import meanfield.atlas as atlas
     seen = []
 
-    def fake(argv):
-        seen.append(list(argv))
+    def fake(**kw):
+        seen.append(kw)
         return 0
 
-    monkeypatch.setattr(atlas, "main", fake, raising=False)
+    monkeypatch.setattr(atlas, "atlas_command", fake)
     assert main(["-v", "atlas", "--list"]) == 0
     assert main(["atlas", "-v", "--list"]) == 0
     assert main(["--device", "cpu", "--out", "A", "atlas", "--size", "small", "--only", "x,y"]) == 0
-    assert seen == [["--list"], ["--list"], ["--device", "cpu", "--out", "A", "--size", "small",
-                                             "--only", "x,y"]]
+    assert [s["list_only"] for s in seen] == [True, True, False]
+    assert {k: seen[2][k] for k in ("out", "device", "size", "only")} == \
+        {"out": "A", "device": "cpu", "size": "small", "only": "x,y"}
     assert main(["atlas", "--set", "a=1"]) == 2
     assert "does not take --set" in _err_line(capsys)
+    assert main(["atlas", "--size", "huge"]) == 2
 
 
 def test_bench_is_routed_unchanged(monkeypatch, capsys):
@@ -259,8 +261,8 @@ def test_real_experiment_through_the_cli(tmp_path, capsys):
 
 
 def test_real_atlas_list(capsys):
-    import meanfield.atlas as atlas
-    if not callable(getattr(atlas, "main", None)):
-        pytest.skip("meanfield.atlas has no main(argv) in this tree yet")
     assert main(["-v", "atlas", "--list"]) == 0
-    assert capsys.readouterr().out.strip()
+    out = capsys.readouterr().out
+    assert "three_atoms:" in out and "ufm:" in out
+    assert main(["atlas", "--only", "nope", "--out", "x"]) == 2
+    assert "unknown atlas entry 'nope'" in _err_line(capsys)
