@@ -114,6 +114,12 @@ def test_weight_decay_reports_per_arm(tmp_path):
     assert {(r["arm"], r["seed"]) for r in rows} == {(a, i) for a in ("decay", "no_decay") for i in (0, 1)}
     assert sorted({r["epoch"] for r in rows if "nc1" in r}) == [0, 3, 6]
     assert {"nc_metrics.png", "loss.png"} <= {p.name for p in (tmp_path / "w").iterdir()}
+    # the figures come from the run directory's files alone: redrawn after deleting them
+    from meanfield.study import plot_run
+    for f in (tmp_path / "w").glob("*.png"):
+        f.unlink()
+    assert plot_run(tmp_path / "w") == ["nc_metrics.png", "loss.png"]
+    assert (tmp_path / "w" / "loss.png").stat().st_size > 10_000
 
 
 def test_weight_decay_arms_share_initialisation_and_decay_shrinks_weights():
