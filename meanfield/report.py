@@ -115,7 +115,7 @@ def parse_report_sets(items: Optional[Sequence[str]]) -> dict[str, dict[str, str
     for it in items or ():
         lhs = it.split("=", 1)[0]
         if "=" not in it or "." not in lhs or not all(p.strip() for p in lhs.split(".")):
-            raise ValueError(f"--set for a report expects NAME.key=value (e.g. ufm.num=4, "
+            raise ValueError(f"--set for a report expects NAME.key=value (e.g. ufm.lam_num=4, "
                              f"three_atoms.flow.t_end=1e4), got {it!r}")
         lhs, v = it.split("=", 1)
         name, key = lhs.split(".", 1)

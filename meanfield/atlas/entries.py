@@ -101,7 +101,7 @@ _UFM_GRID = sizes({"lam_w": "0.01,0.5", "lam_h": "0.01,0.5"},
                   {"lam_w": "3e-3:1:7:log", "lam_h": "3e-3:1:7:log"},
                   {"lam_w": "1e-3:1:19:log", "lam_h": "1e-3:1:19:log"})
 _UFM_FIX = sizes({"tol_grad": 1e-8, "max_iter": 500}, {"tol_grad": 1e-8, "max_iter": 3000},
-                 {"K": 10, "n": 20, "tol_grad": 1e-9})
+                 {"num_classes": 10, "per_class": 20, "tol_grad": 1e-9})
 UFM = AtlasEntry(
     "ufm", "Unconstrained features model (cross-entropy, K = 4, n = 3): collapse against (λ_W, λ_H)",
     "bounded regime (weight decays > 0), global optimum by L-BFGS: the classifier norm ‖W‖_F "
