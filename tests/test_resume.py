@@ -29,6 +29,8 @@ CASES = {
     "collapse": ({"data": "moons", "n": 40, "model.m": 30, "flow.dt": 0.01, "flow.t_end": 1.5},
                  "checkpoint.pt"),
 }
+FINITE = ({"data": "moons", "n": 40, "model": "two_layer", "model.width": 8, "train.epochs": 300},
+          "checkpoint.pt")
 SLOW = {  # later checkpoints: the kill lands in a second phase / in the training units
     "three_atoms_relu": "checkpoint-phase2-lam0.pt",
     "maxmargin": "checkpoint-phase2.pt",
@@ -60,6 +62,9 @@ def _same_run_directory(a: Path, b: Path):
         pa, pb = (torch.load(d / "particles.pt", weights_only=True) for d in (a, b))
         for k in ("a", "w", "b"):
             assert torch.equal(pa[k], pb[k]), f"particles {k} differ after resume"
+    if (a / "model.pt").exists():
+        ma, mb = (torch.load(d / "model.pt", weights_only=True) for d in (a, b))
+        assert ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
     assert not list(b.glob("checkpoint*.pt")), "a finished run leaves no checkpoint"
 
 
@@ -94,3 +99,8 @@ def test_killed_run_resumes_bit_for_bit(tmp_path, name):
 @pytest.mark.parametrize("name", sorted(SLOW))
 def test_killed_run_resumes_in_a_later_phase(tmp_path, name):
     _kill_and_resume(tmp_path, name, CASES[name][0], SLOW[name])
+
+
+@pytest.mark.slow
+def test_killed_finite_training_resumes_bit_for_bit(tmp_path):
+    _kill_and_resume(tmp_path, "collapse", *FINITE)

@@ -19,7 +19,8 @@ model** (``meanfield`` particles, ``two_layer``, ``deep``, ``mlp``, or a user's 
 
 Models. ``meanfield``: the particles of :func:`meanfield.models.build_model` follow the
 Wasserstein gradient flow ``flow`` (loss ``flow.loss``, weight decay ``flow.lam``, to
-``flow.t_end``), checkpointed through the engine; features are the hidden activations with the
+``flow.t_end``), checkpointed through the engine (as are the finite nets' trainings,
+:class:`meanfield.deep.checkpoint.TrainCheckpoint`); features are the hidden activations with the
 mean-field inner product (:func:`meanfield.metrics.particle_neural_collapse`). Any other model is
 a torch module trained by :func:`meanfield.deep.train.train` with ``train`` (optimizer, lr,
 epochs), **the same loss ``flow.loss`` and weight decay ``flow.lam``** (coupled L2); features are
@@ -361,7 +362,7 @@ def run_meanfield(cfgs: list, seeds: list, ctx: RunContext) -> list[tuple[dict, 
 
 
 # ----------------------------------------------------------------------------- finite nets
-def run_finite(cfg, seed: int, ctx: RunContext) -> tuple[dict, list]:
+def run_finite(cfg, seed: int, ctx: RunContext, checkpoint: str = "checkpoint.pt") -> tuple:
     """One finite net trained by :func:`meanfield.deep.train.train`: (summary, history rows, net, samples)."""
     from ..deep.train import collect_features, train
     from ..models import build_model
@@ -372,7 +373,12 @@ def run_finite(cfg, seed: int, ctx: RunContext) -> tuple[dict, list]:
     net = build_model(cfg.model, s_in.d, _num_outputs(s), seed=seed, dtype=dtype, device=ctx.device)
     tc = replace(cfg.train, weight_decay=cfg.flow.lam, loss=cfg.flow.loss, seed=seed,
                  log_every=max(1, cfg.train.epochs // 20))
-    res = train(net, s_in, tc, progress=ctx.progress)
+    path = ctx.checkpoint(checkpoint)
+    ck = None
+    if path is not None:   # resumable through the engine (meanfield.deep.checkpoint)
+        from ..deep.checkpoint import TrainCheckpoint
+        ck = TrainCheckpoint(path, every=ctx.checkpoint_every)
+    res = train(net, s_in, tc, progress=ctx.progress, checkpoint=ck)
     h, f = collect_features(net, s_in, tc)
     from ..metrics import neural_collapse
     W = net.classifier.weight.detach()
@@ -407,8 +413,9 @@ def run_batch_with(cfgs: list, seeds: list, ctx: RunContext, batch_keys, extra=N
         return [ExperimentResult(extra(summ, c), hist, net, extra={"model": net, "samples": s})
                 for (summ, hist, net, s), c in zip(run_meanfield(list(cfgs), list(seeds), ctx), cfgs)]
     out = []
-    for c, seed in zip(cfgs, seeds):
-        summ, hist, net, s = run_finite(c, seed, replace(ctx, seed=seed))
+    for i, (c, seed) in enumerate(zip(cfgs, seeds)):
+        summ, hist, net, s = run_finite(c, seed, replace(ctx, seed=seed),
+                                        "checkpoint.pt" if len(cfgs) == 1 else f"checkpoint-{i}.pt")
         if ctx.out is not None and len(cfgs) == 1:   # the trained weights, for the figures
             torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()},
                        Path(ctx.out) / MODEL_FILE)
