@@ -12,32 +12,34 @@ Particles follow ``d theta_i/dt = -grad V[pi](theta_i) = -m grad_{theta_i} R`` (
 (see :mod:`meanfield.backends`); autograd is only the test oracle.
 
 Time stepping: ``fixed`` uses ``dt``; ``log`` uses ``dt_k = min(dt_max, max(dt, ds * t_k))`` (a
-constant step ``ds`` in log-time once ``t > dt / ds``, capped at ``dt_max``), the regime of exponential-type losses without weight decay
-where parameters grow like log t.
+constant step ``ds`` in log-time once ``t > dt / ds``, capped at ``dt_max``), the regime of
+exponential-type losses without weight decay where parameters grow like log t. A run covers
+``[t0, t_end]`` in absolute time and lands exactly on ``stops`` (:mod:`meanfield.stepping`).
+
+Modules: this one holds the configuration, data, result, velocity and risk; the loop
+(:func:`simulate`) lives in :mod:`meanfield.simulation`, integrators in :mod:`meanfield.stepping`,
+blow-up checks in :mod:`meanfield.divergence`; all are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Optional
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .backends import Backend, resolve_backend
 from .data.base import Samples, as_samples
+from .divergence import DivergenceCheck, DivergenceError
 from .losses import get_loss
 from .particles import Particles
+from .stepping import State, VelFn, get_integrator, list_integrators, next_dt, register_integrator
 
-__all__ = ["FlowConfig", "FlowResult", "DivergenceError", "BatchedData", "simulate", "velocity",
-           "risk", "list_integrators", "get_integrator", "register_integrator"]
-
-
-class DivergenceError(RuntimeError):
-    """A run produced NaN/inf; the message says when and what to change."""
+__all__ = ["FlowConfig", "FlowResult", "DivergenceError", "DivergenceCheck", "BatchedData",
+           "simulate", "velocity", "risk", "list_integrators", "get_integrator",
+           "register_integrator"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class FlowConfig:
         tau: Langevin temperature (noise sqrt(2 tau dt) per coordinate per step).
         integrator: integrator registry name (``euler``, ``heun``, ``rk4``).
         dt: the time step (the smallest step with ``stepping='log'``).
-        t_end: final time.
+        t_end: final time (absolute: a run covers ``[t0, t_end]``).
         stepping: ``fixed`` or ``log``.
         ds: log-time step for ``stepping='log'``.
         dt_max: the largest step of ``stepping='log'`` (None: unbounded). With weight decay the
@@ -60,6 +62,11 @@ class FlowConfig:
         train_inner: False freezes (w, b) (only a moves).
         backend: backend registry name or ``auto``.
         max_steps: safety cap on the number of steps.
+        t0: start time (log-time steps use the absolute time t, so a run from t0 steps like the
+            tail of a run from 0); ``simulate(result, ...)`` continues a result from its time.
+        stops: times the flow lands on exactly (a step is shortened to end there), e.g. a phase
+            boundary: a run cut at a stop and continued equals the uninterrupted run bit for bit.
+        divergence: blow-up checks (:class:`meanfield.divergence.DivergenceCheck`).
     """
 
     loss: str = "logistic"
@@ -76,12 +83,27 @@ class FlowConfig:
     train_inner: bool = True
     backend: str = "auto"
     max_steps: int = 10_000_000
+    t0: float = 0.0
+    stops: tuple[float, ...] = ()
+    divergence: DivergenceCheck = DivergenceCheck()
 
     def __post_init__(self):
         get_loss(self.loss)
         get_integrator(self.integrator)
         if self.stepping not in ("fixed", "log"):
             raise ValueError(f"unknown stepping {self.stepping!r}; valid: fixed, log")
+        if not (isinstance(self.t0, (int, float)) and math.isfinite(self.t0) and 0 <= self.t0):
+            raise ValueError(f"t0 must be a finite number >= 0, got {self.t0!r}")
+        if isinstance(self.t_end, (int, float)) and self.t_end <= self.t0:
+            raise ValueError(f"t_end = {self.t_end!r} must be after t0 = {self.t0!r}")
+        stops = self.stops if isinstance(self.stops, (tuple, list)) else (self.stops,)
+        if any(not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0) for x in stops) \
+                or list(stops) != sorted(set(stops)):
+            raise ValueError(f"stops must be increasing positive finite times, got {self.stops!r}")
+        object.__setattr__(self, "stops", tuple(float(x) for x in stops))
+        if not isinstance(self.divergence, DivergenceCheck):
+            raise TypeError(f"divergence must be a DivergenceCheck, got {type(self.divergence).__name__}"
+                            "; e.g. DivergenceCheck(enabled=False) to switch the checks off")
         for name in ("dt", "t_end", "ds", "dt_max"):
             v = getattr(self, name)
             if v is None and name == "dt_max":
@@ -147,6 +169,12 @@ class FlowResult:
         config: the flow configuration.
         resumed_from: time of the checkpoint the run resumed from, or None.
         snapshots: neuron snapshots kept by the recorder (``Recorder(snapshot=K)``).
+        seed: the seed of the Langevin noise generator (drawn from ``os.urandom`` when
+            :func:`simulate` got ``seed=None``).
+        rng_state ((N,) uint8 Tensor): the noise generator's state at the end, so that
+            ``simulate(result, ...)`` continues the noise where it stopped.
+
+    Every history row has a ``system`` column (0 when B = 1).
     """
 
     particles: Particles
@@ -157,57 +185,33 @@ class FlowResult:
     config: Optional[FlowConfig] = None
     resumed_from: Optional[float] = None
     snapshots: list = field(default_factory=list)
+    seed: Optional[int] = None
+    rng_state: Optional[Tensor] = None
 
+    def select(self, index: int) -> "FlowResult":
+        """System ``index`` alone, as the result of a run with B = 1.
 
-# ----------------------------------------------------------------------------- integrators
-State = tuple  # (a, w, b)
-VelFn = Callable[[State], State]
+        Its particles are ``particles.select(index)``, its history the rows of that system with
+        ``system`` renumbered 0, its snapshots that system's neurons, and per-system config
+        values (tuples of ``lam``, ``lam_a``, ``lam_w``, ``tau``) that system's entry. The noise
+        generator state is the batch's (one generator drives every system).
 
-_INTEGRATORS: dict[str, Callable[[State, float, VelFn], State]] = {}
-
-
-def register_integrator(name: str, step: Callable[[State, float, VelFn], State]) -> None:
-    """Register ``step(state, dt, vel) -> new_state`` (state is the tuple (a, w, b))."""
-    _INTEGRATORS[name] = step
-
-
-def list_integrators() -> list[str]:
-    return sorted(_INTEGRATORS)
-
-
-def get_integrator(name: str) -> Callable[[State, float, VelFn], State]:
-    try:
-        return _INTEGRATORS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown integrator {name!r}; valid: {', '.join(list_integrators())}") from None
-
-
-def _axpy(s: State, dt: float, v: State) -> State:
-    return tuple(x if u is None else x + dt * u for x, u in zip(s, v))
-
-
-def _euler(s, dt, vel):
-    return _axpy(s, dt, vel(s))
-
-
-def _heun(s, dt, vel):
-    k1 = vel(s)
-    k2 = vel(_axpy(s, dt, k1))
-    return tuple(x if u1 is None else x + 0.5 * dt * (u1 + u2) for x, u1, u2 in zip(s, k1, k2))
-
-
-def _rk4(s, dt, vel):
-    k1 = vel(s)
-    k2 = vel(_axpy(s, dt / 2, k1))
-    k3 = vel(_axpy(s, dt / 2, k2))
-    k4 = vel(_axpy(s, dt, k3))
-    return tuple(x if u1 is None else x + dt / 6 * (u1 + 2 * u2 + 2 * u3 + u4)
-                 for x, u1, u2, u3, u4 in zip(s, k1, k2, k3, k4))
-
-
-register_integrator("euler", _euler)
-register_integrator("heun", _heun)
-register_integrator("rk4", _rk4)
+        Raises:
+            IndexError: index outside ``0..B-1``.
+        """
+        B = self.particles.batch
+        if not -B <= int(index) < B:
+            raise IndexError(f"system {index} out of range for a batch of {B}")
+        i = int(index) % B
+        hist = [{**r, "system": 0} for r in self.history if int(r.get("system", 0)) == i]
+        snaps = [{**sn, "a": sn["a"][i:i + 1], "w": sn["w"][i:i + 1], "b": sn["b"][i:i + 1]}
+                 for sn in self.snapshots]
+        cfg = self.config
+        if cfg is not None:
+            cfg = replace(cfg, **{k: getattr(cfg, k)[i] for k in ("lam", "lam_a", "lam_w", "tau")
+                                  if isinstance(getattr(cfg, k), (tuple, list))})
+        return replace(self, particles=self.particles.select(i), history=hist, snapshots=snaps,
+                       config=cfg)
 
 
 # ----------------------------------------------------------------------------- velocity and risk
@@ -259,9 +263,10 @@ def _make_vel(particles: Particles, data: BatchedData, config: FlowConfig, be: B
     la, lw = _decays(config, particles.batch, particles.a)
     inner = config.train_inner
 
-    def vel(s: State) -> State:
+    def vel(s: State, f: Optional[Tensor] = None) -> State:
         a, w, b = s
-        f = be.outputs(act, a, w, b, data.X)
+        if f is None:
+            f = be.outputs(act, a, w, b, data.X)
         g = _weights(data, loss, f)
         va, vw, vb = be.velocities(act, a, w, b, data.X, g, inner=inner)
         va = va - la[:, None, None] * a
@@ -293,144 +298,9 @@ def risk(particles: Particles, data, config: FlowConfig, *, backend: str | Backe
     return data_term + reg
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the loop (meanfield.simulation)
 def _next_dt(cfg: FlowConfig, t: float) -> float:
-    dt = cfg.dt if cfg.stepping == "fixed" else max(cfg.dt, cfg.ds * t)
-    if cfg.dt_max is not None:
-        dt = min(dt, cfg.dt_max)
-    return min(dt, cfg.t_end - t)
+    return next_dt(cfg, t)
 
 
-def simulate(particles: Particles, data, config: FlowConfig = FlowConfig(), *,
-             recorder=None, seed: int = 0, progress: Optional[bool] = None,
-             checkpoint: Optional[str | os.PathLike] = None, checkpoint_every: float = 60.0,
-             ) -> FlowResult:
-    """Run the particle flow from t = 0 to ``config.t_end``.
-
-    Args:
-        particles: initial state (B systems).
-        data: Samples / Distribution / (X, y[, p]) / sequence of Samples (one per system), or
-            None for no data term (weight decay and noise only).
-        config: the flow.
-        recorder: a :class:`meanfield.record.Recorder` (default: loss at log-spaced times).
-        seed: seed of the Langevin noise.
-        progress: show a progress bar (default: only when stderr is a terminal).
-        checkpoint: file to write checkpoints to; if it exists and matches this run, the run
-            resumes from it and ends exactly where an uninterrupted run would.
-        checkpoint_every: wall-clock seconds between checkpoints (0 = after every step).
-
-    Returns:
-        :class:`FlowResult`.
-
-    Raises:
-        DivergenceError: NaN/inf in the state, with the time and step where it appeared.
-        ValueError: bad shapes or names, incompatible loss and labels, NaN in data or particles.
-    """
-    from .record import Checkpointer, Recorder, progress_bar
-
-    for name, t_ in (("a", particles.a), ("w", particles.w), ("b", particles.b)):
-        if not torch.isfinite(t_).all():
-            raise ValueError(f"initial particles have NaN/inf in {name}; pass finite values")
-    data = BatchedData.build(data, dtype=particles.dtype, device=particles.device, d=particles.d)
-    B = particles.batch
-    for what, t_ in (("X", data.X), ("y", data.y), ("p", data.p)):
-        if t_.shape[0] not in (1, B):
-            raise ValueError(f"data {what} has {t_.shape[0]} systems but particles have {B}")
-    if data.X.shape[-1] != particles.d:
-        raise ValueError(f"data have d = {data.X.shape[-1]} but particles have d = {particles.d}")
-    loss = get_loss(config.loss)
-    if data.n:
-        loss.check(particles.k, data.num_classes)
-    be = resolve_backend(config.backend, act=particles.act, device=particles.device, m=particles.m,
-                         n=data.n, d=particles.d, batch=B)
-    step_fn = get_integrator(config.integrator)
-    vel = _make_vel(particles, data, config, be)
-    taus = _per_system(config.tau, B, particles.a)
-    noisy = bool((taus > 0).any())
-    recorder = recorder if recorder is not None else Recorder()
-    recorder.start(config.t_end)
-    gen = torch.Generator(device=particles.device)
-    gen.manual_seed(int(seed))
-
-    state = (particles.a, particles.w, particles.b)
-    t, k = 0.0, 0
-    ckpt = Checkpointer(checkpoint, every=checkpoint_every, key=_run_key(particles, data, config, seed)) \
-        if checkpoint is not None else None
-    resumed_from = None
-    if ckpt is not None and ckpt.exists():
-        saved = ckpt.load(device=particles.device)
-        state, t, k = saved["state"], saved["t"], saved["step"]
-        gen.set_state(saved["rng"])
-        recorder.load_state(saved["recorder"])
-        resumed_from = t
-
-    def current(st):
-        return replace(particles, a=st[0], w=st[1], b=st[2])
-
-    def record_now():
-        p_now = current(state)
-        f = be.outputs(p_now.act, *state, data.X)
-        recorder.record(t=t, step=k, particles=p_now, outputs=f, data=data,
-                        risk=risk(p_now, data, config, outputs=f))
-
-    # numba kernels run their own threads: keep torch single-threaded meanwhile
-    with _torch_threads(1 if getattr(be, "owns_threads", False) else None):
-        if resumed_from is None and recorder.due(t):
-            record_now()
-        bar = progress_bar(total=config.t_end, enabled=progress, desc="flow")
-        bar.update(t)
-        while t < config.t_end * (1 - 1e-12):
-            if k >= config.max_steps:
-                raise RuntimeError(f"reached max_steps={config.max_steps} at t={t:.6g} < t_end="
-                                   f"{config.t_end}; raise max_steps or use stepping='log'")
-            dt = _next_dt(config, t)
-            new = step_fn(state, dt, vel)
-            if noisy:
-                sd = torch.sqrt(2.0 * taus * dt)
-                new = tuple(x if (i > 0 and not config.train_inner) else
-                            x + sd.view(-1, *([1] * (x.dim() - 1))) *
-                            torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-                            for i, x in enumerate(new))
-            # one reduction and one host sync per step: a NaN/inf anywhere makes the sum non-finite
-            if not bool(torch.isfinite(sum(x.sum() for x in new))):
-                raise DivergenceError(
-                    f"the flow diverged (NaN/inf) at step {k + 1}, t = {t + dt:.6g} (dt = {dt:.3g}); "
-                    f"use a smaller step (dt{'/ds' if config.stepping == 'log' else ''}) or weight decay")
-            state, t, k = new, t + dt, k + 1
-            bar.update(dt)
-            if recorder.due(t):
-                record_now()
-            if ckpt is not None and ckpt.due():
-                ckpt.save(state=state, t=t, step=k, rng=gen.get_state(), recorder=recorder.state())
-        bar.close()
-        if not recorder.history or recorder.history[-1]["t"] != t:
-            record_now()
-        if ckpt is not None:
-            ckpt.save(state=state, t=t, step=k, rng=gen.get_state(), recorder=recorder.state())
-        return FlowResult(current(state), t, k, recorder.history, be.name, config, resumed_from,
-                          recorder.snapshots)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: Optional[int]):
-    """Temporarily set torch's intra-op threads (None: leave them)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _run_key(particles: Particles, data: BatchedData, config: FlowConfig, seed: int) -> str:
-    """A fingerprint of what defines a run, so a checkpoint of another run is never resumed."""
-    import hashlib
-    h = hashlib.sha256()
-    h.update(repr(sorted(asdict(config).items())).encode())
-    h.update(str(seed).encode())
-    for t_ in (particles.a, particles.w, particles.b, data.X, data.y, data.p):
-        h.update(t_.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+from .simulation import _run_key, _torch_threads, simulate  # noqa: E402,F401  (builds on the above)

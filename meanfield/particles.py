@@ -17,6 +17,7 @@ Variation (Barron) norms, conventions of science.md §2 (|a| Euclidean over outp
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
@@ -29,8 +30,10 @@ __all__ = ["Particles"]
 
 
 def _generator(seed: Optional[int]) -> torch.Generator:
+    """A private generator; ``seed=None`` draws its seed from ``os.urandom`` (torch's global RNG
+    is never touched)."""
     g = torch.Generator(device="cpu")
-    g.manual_seed(int(seed) if seed is not None else torch.seed() % (2 ** 63))
+    g.manual_seed(int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
     return g
 
 
@@ -234,6 +237,38 @@ class Particles:
         """Move/cast like ``Tensor.to``."""
         return replace(self, a=self.a.to(*args, **kwargs), w=self.w.to(*args, **kwargs),
                        b=self.b.to(*args, **kwargs))
+
+    @classmethod
+    def stack(cls, systems: Sequence["Particles"]) -> "Particles":
+        """Concatenate batches along B: ``stack([P (B1 systems), Q (B2)])`` has B1 + B2 systems.
+
+        Raises:
+            ValueError: an empty list, or systems that differ in m, d, k, activation, dtype or
+                device (the message names the first mismatch).
+            TypeError: an element that is not Particles.
+        """
+        systems = list(systems)
+        if not systems:
+            raise ValueError("Particles.stack needs at least one Particles")
+        for i, p in enumerate(systems):
+            if not isinstance(p, Particles):
+                raise TypeError(f"Particles.stack: element {i} is a {type(p).__name__}, not Particles")
+        first = systems[0]
+
+        def key(p):
+            act = p.activation if isinstance(p.activation, str) else p.activation.name
+            return {"m": p.m, "d": p.d, "k": p.k, "activation": act, "dtype": p.dtype,
+                    "device": p.device}
+        k0 = key(first)
+        for i, p in enumerate(systems[1:], 1):
+            ki = key(p)
+            for name in k0:
+                if ki[name] != k0[name]:
+                    raise ValueError(f"Particles.stack: element {i} has {name} = {ki[name]} but element "
+                                     f"0 has {name} = {k0[name]}; stack only networks of one shape, "
+                                     "activation, dtype and device")
+        return replace(first, a=torch.cat([p.a for p in systems]), w=torch.cat([p.w for p in systems]),
+                       b=torch.cat([p.b for p in systems]))
 
     def select(self, index: int) -> "Particles":
         """The single network ``index`` of the batch, as a batch of one."""

@@ -57,7 +57,7 @@ class Recorder:
         snapshot: keep the neurons (a, w, b) of the first ``snapshot`` particles of every system at
             every recorded time in ``self.snapshots`` (for trajectory figures); 0 keeps none.
 
-    A row is written per system (a ``system`` column appears when B > 1).
+    A row is written per system, with a ``system`` column (0 when B = 1).
     """
 
     def __init__(self, times: str | Sequence[float] = "log", *, num: int = 60,
@@ -91,6 +91,11 @@ class Recorder:
         """Whether t has reached the next scheduled time."""
         return self._next < len(self._schedule) and t >= self._schedule[self._next] * (1 - 1e-12)
 
+    def skip_to(self, t: float) -> None:
+        """Pass every scheduled time up to t without recording (a continued run)."""
+        while self.due(t):
+            self._next += 1
+
     def record(self, *, t: float, step: int, particles, outputs: Tensor, data, risk: Tensor) -> None:
         """Evaluate every statistic and append one row per system."""
         while self._next < len(self._schedule) and t >= self._schedule[self._next] * (1 - 1e-12):
@@ -109,9 +114,7 @@ class Recorder:
                                    "w": particles.w[:, :k].detach().cpu().clone(),
                                    "b": particles.b[:, :k].detach().cpu().clone()})
         for s in range(B):
-            row = {"t": float(t), "step": int(step)}
-            if B > 1:
-                row["system"] = s
+            row = {"t": float(t), "step": int(step), "system": s}
             row.update({k: float(v[s]) for k, v in cols.items()})
             self.history.append(row)
 

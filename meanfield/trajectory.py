@@ -53,13 +53,15 @@ def plot_trajectories(snapshots: Sequence[dict], *, system: int = 0, normalise: 
     """Neurons in the (w, b) plane with their tails over time.
 
     Returns:
-        The matplotlib Figure.
+        The matplotlib Figure (a new ``matplotlib.figure.Figure`` when ``ax`` is None: no pyplot
+        state, no backend change).
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     t, x, y, a, size, xlabel = trajectory_arrays(snapshots, system=system, normalise=normalise)
     K = min(x.shape[1], max_neurons)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 5))
+        fig = Figure(figsize=(6, 5))
+        ax = fig.add_subplot()
     else:
         fig = ax.figure
     for i in range(K):
@@ -87,15 +89,18 @@ def animate_trajectories(snapshots: Sequence[dict], path: str | Path, *, system:
 
     Returns:
         The path written (the suffix may change to .gif when no MP4 writer exists).
+
+    Draws on a bare ``matplotlib.figure.Figure``: pyplot's state and the backend are left alone.
     """
-    import matplotlib.pyplot as plt
     from matplotlib import animation
+    from matplotlib.figure import Figure
     t, x, y, a, size, xlabel = trajectory_arrays(snapshots, system=system, normalise=normalise)
     K = min(x.shape[1], max_neurons)
     path = Path(path)
     if path.suffix == ".mp4" and not animation.writers.is_available("ffmpeg"):
         path = path.with_suffix(".gif")
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.add_subplot()
     pad = 0.05 * (np.ptp(x[:, :K]) + np.ptp(y[:, :K]) + 1e-12)
     ax.set_xlim(x[:, :K].min() - pad, x[:, :K].max() + pad)
     ax.set_ylim(y[:, :K].min() - pad, y[:, :K].max() + pad)
@@ -117,5 +122,4 @@ def animate_trajectories(snapshots: Sequence[dict], path: str | Path, *, system:
     writer = animation.FFMpegWriter(fps=fps) if path.suffix == ".mp4" else animation.PillowWriter(fps=fps)
     path.parent.mkdir(parents=True, exist_ok=True)
     anim.save(path, writer=writer)
-    plt.close(fig)
     return path

@@ -10,7 +10,13 @@ from cases import THREE_ATOM_CASES, THREE_ATOM_TOL, three_atom_gap
 from meanfield import (DivergenceError, FlowConfig, Particles, Recorder, Samples,
                        risk, simulate, velocity)
 from meanfield.activations import register_activation
-from meanfield.experiments.three_atoms import POSITIONS, three_atom_samples
+from meanfield.experiments.three_atoms import POSITIONS
+
+
+def three_atom_samples(p1, p2, p3, *, dtype=torch.float64):
+    """The seed geometry: atoms -1, 0, 1, labels 1, 0, 1, masses normalised."""
+    return Samples.from_masses(torch.tensor([[-1.0], [0.0], [1.0]]), torch.tensor([1, 0, 1]),
+                               [p1, p2, p3], num_classes=2, dtype=dtype)
 
 LOSS_SETUPS = [("exponential", 1, 2), ("logistic", 1, 2), ("mse", 1, 2), ("mse", 3, 3),
                ("cross_entropy", 3, 3)]

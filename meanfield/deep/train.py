@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.base import Samples, as_samples
+from ..divergence import DivergenceCheck, DivergenceError, EpochMonitor
 from ..losses import get_loss
 
 __all__ = ["TrainConfig", "TrainResult", "train", "objective", "collect_features", "evaluate"]
@@ -56,6 +57,10 @@ class TrainConfig:
         tol_grad: stop early once the full-batch gradient norm of L is below this (full batch only).
         log_every: compute the full-training-set loss/accuracy row every this many epochs.
         eval_batch: batch size of feature extraction and evaluation.
+        divergence: blow-up check on the epoch-mean objective (mean mini-batch data term plus
+            the penalty): NaN/inf, or ``window`` consecutive rising epochs with a total rise
+            above ``rtol`` (relative) raise a DivergenceError (see :mod:`meanfield.divergence`;
+            ``DivergenceCheck(enabled=False)`` keeps only the NaN/inf test).
     """
 
     optimizer: str = "sgd"
@@ -76,6 +81,7 @@ class TrainConfig:
     tol_grad: Optional[float] = None
     log_every: int = 1
     eval_batch: int = 4096
+    divergence: DivergenceCheck = DivergenceCheck(window=5, rtol=0.5)
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS:
@@ -268,7 +274,9 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
 
     Raises:
         ValueError: bad data (NaN, wrong shapes, incompatible loss), bad configuration.
-        FloatingPointError: the loss became NaN/inf (the message says when; lower the lr).
+        DivergenceError: the loss became NaN/inf or the epoch-mean objective kept rising
+            (``config.divergence``; the message names the epoch and says to lower the lr). It is
+            also a FloatingPointError, what this raised before.
     """
     p0 = next(model.parameters())
     samples = as_samples(samples, dtype=p0.dtype, device=p0.device)
@@ -300,8 +308,9 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
         if test is not None:
             row["test_accuracy"] = evaluate(model, test, config)["accuracy"]
         if not math.isfinite(row["loss"]):
-            raise FloatingPointError(f"the loss is {row['loss']} at epoch {epoch} (step {steps}); "
-                                     "lower the learning rate or add weight decay")
+            raise DivergenceError(f"training diverged: the loss is {row['loss']} at epoch {epoch} "
+                                  f"(step {steps}); lower the learning rate (train.lr) or add "
+                                  "weight decay")
         history.append(row)
 
     def keep_features(epoch: int) -> None:
@@ -323,6 +332,9 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
         log(0, force=True)
         keep_features(0)
     decays = _layer_decays(model, config)
+    monitor = EpochMonitor(config.divergence)
+    if checkpoint is not None:
+        checkpoint.attach(monitor)  # its window of epoch objectives is saved and restored too
     stop = False
     model.train()
     for epoch in range(start, config.epochs + 1):
@@ -331,9 +343,12 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
         else:
             perm = torch.randperm(samples.n, generator=gen).to(samples.X.device)
             batches = list(torch.split(perm, int(config.batch_size)))
+        ep_loss = torch.zeros((), dtype=samples.X.dtype, device=samples.X.device)
         for idx in batches:
             opt.zero_grad(set_to_none=True)
-            _data_only(model, samples, config, idx).backward()
+            batch_loss = _data_only(model, samples, config, idx)
+            batch_loss.backward()
+            ep_loss = ep_loss + batch_loss.detach()
             if full and config.tol_grad is not None:
                 g2 = sum(float(((q.grad if q.grad is not None else 0) + w * q.detach()).pow(2).sum())
                          for ps, w in decays for q in ps)
@@ -345,6 +360,9 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
         if stop:
             epoch -= 1
             break
+        with torch.no_grad():  # the epoch-mean objective, one host sync per epoch
+            pen = sum(0.5 * w * sum((q ** 2).sum() for q in ps) for ps, w in decays)
+            monitor.observe(float(ep_loss / len(batches) + pen), epoch=epoch, step=steps)
         if sched is not None:
             sched.step()
         log(epoch, force=epoch == config.epochs)
