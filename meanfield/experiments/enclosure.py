@@ -131,7 +131,7 @@ EXPERIMENT = Experiment(
         theory=Theory(hull_theory, ("data.t", "data.r0", "data.r_in", "data.r_out"),
                       "reference: class −1 enters the hull of class +1 (t = t*)"),
         labels={"data.t": "geometry t (0: convex, separable; 1: class −1 enclosed)",
-                "flow.lam": "weight decay λ (log scale)", "nc1": "NC1 of the penultimate features",
+                "flow.lam": "weight decay λ", "nc1": "NC1 of the penultimate features",
                 "model.depth": "depth (weight matrices)", "model.m": "particles m",
                 "model.width": "hidden width"}),
     large={"model.m": 2000, "n": 800, "flow.t_end": 400.0, "train.epochs": 5000},
