@@ -533,6 +533,7 @@ EXPERIMENT = Experiment(
     run_batch=run_batch,
     batch_keys=BATCH_KEYS,
     plot=plot,
+    small={"n": 60, "model.m": 60, "flow.t_end": 10.0},
     science=Science(
         claim="map: does training collapse the classes (outputs and penultimate features)? "
               "The statistic of the regime (science.md §1) against its threshold",

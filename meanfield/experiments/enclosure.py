@@ -123,6 +123,7 @@ EXPERIMENT = Experiment(
     run_batch=run_batch,
     batch_keys=BATCH_KEYS,
     plot=plot,
+    small={"n": 40, "model.m": 60, "flow.t_end": 5.0},
     science=Science(
         claim="map: which (geometry, weight decay, model) collapse the classes (no theory claimed; "
               "reference line: class −1 enters the hull of class +1 at t* = (r_in − r0)/(r_in + r_out))",

@@ -291,6 +291,7 @@ EXPERIMENT = Experiment(
     config=MaxMarginConfig,
     run=run,
     plot=plot,
+    small={"m": 300, "lams": (1e-2, 1e-3), "lam_t": 5.0, "grid": 240, "snapshot": 20},
     science=Science(
         claim="λ → 0: f(x)/f(1) on class +1 → the l2 max-margin LP classifier (b = 1), margin 1/√2",
         source="docs/science.md §3.3; Chizat & Bach 2020 (implicit bias of wide ReLU nets, logistic loss)",

@@ -183,6 +183,7 @@ EXPERIMENT = Experiment(
     run_batch=run_batch,
     batch_keys=BATCH_KEYS,
     plot=plot,
+    small={"m": 60, "flow.t_end": 1e4},
     science=Science(
         claim="f(1) − f(−1) → log(q₃p₃ / 2q₁p₁): the non-convex class collapses only when q₃p₃ = 2q₁p₁",
         source="docs/science.md §3.2; Wojtowytsch & E, the three-atom counterexample (frozen flat features)",

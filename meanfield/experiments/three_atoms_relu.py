@@ -217,6 +217,7 @@ EXPERIMENT = Experiment(
     config=ThreeAtomsReluConfig,
     run=run,
     plot=plot,
+    small={"m": 100, "flow.t_end": 1e3, "flow.lam": 1e-2, "lam_t": 5.0, "snapshot": 20},
     science=Science(
         claim="open case: does the within-class spread f(1) − f(−1) vanish with trainable ReLU features?",
         source="docs/science.md §3.2 (the open case: trainable inner weights)",

@@ -269,6 +269,8 @@ EXPERIMENT = Experiment(
     config=WidthLimitConfig,
     run=run,
     plot=plot,
+    small={"widths": (10, 30, 100), "seeds": 4, "reference_m": 4000, "long_t": 0.2,
+           "tracking_m": 30, "steps_tested": (0.025, 0.05, 0.1)},
     science=Science(
         claim="distance between finite-width and mean-field outputs at t = O(1) falls like m^(−1/2)",
         source="docs/science.md §2 (propagation of chaos; Mei, Montanari & Nguyen 2018; Chizat & Bach 2018)",
