@@ -10,7 +10,7 @@ import torch
 
 from meanfield import DivergenceError, FlowConfig, Particles, Recorder, Samples, simulate
 from meanfield.divergence import DivergenceCheck, EpochMonitor, FlowMonitor
-from meanfield.flow import FlowResult, _next_dt
+from meanfield.flow import _next_dt
 
 
 def _data(n=10, d=1, seed=0):
