@@ -12,7 +12,18 @@ from typing import Mapping, Optional, Sequence
 
 from .phase import plot_phase, plot_sweep  # phase diagrams of sweeps (meanfield/phase.py)
 
-__all__ = ["plot_metrics", "plot_phase", "plot_sweep"]
+__all__ = ["plot_metrics", "plot_phase", "plot_sweep", "CLASS_COLOURS", "class_colour"]
+
+# class index -> colour (class 0 is -1, class 1 is +1 in the binary problems); one convention for
+# every figure of the package
+CLASS_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
+                 "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+
+
+def class_colour(c: int) -> str:
+    """The colour of class ``c`` in every figure (class 0 = −1 red, class 1 = +1 blue, ...)."""
+    return CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
+
 
 _XLABELS = {"t": "time t (mean-field time units)", "epoch": "epoch", "step": "step"}
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from meanfield.experiments import get_experiment, resolve_config, run_experiment
-from meanfield.experiments.collapse import CLASS_COLOURS
+from meanfield.plotting import CLASS_COLOURS
 
 TINY = {"data": "moons", "data.noise": 0.1, "n": 40, "flow.lam": 1e-2, "flow.t_end": 2.0,
         "model.width": 8, "model.depth": 3, "model.m": 30, "train.epochs": 30}

@@ -53,6 +53,8 @@ def _compare(name: str, got: dict, want: dict) -> list[str]:
 
 def _cases(which: str):
     path = FIXTURES / f"summaries_{which}.json"
+    if not path.exists():  # one failing case naming the missing file, not a collection error
+        return [(f"missing {path.name}", {"overrides": {}, "summary": {"missing file": 1}})]
     return sorted(json.loads(path.read_text()).items())
 
 

@@ -37,7 +37,9 @@ _T = sizes("0,1", "0:1:5", "0:1:11")
 _LAM = sizes("0.001,0.1", "1e-3:1e-1:4:log", "1e-4:1:13:log")
 _ENC_GRID = {k: {"data.t": _T[k], "flow.lam": _LAM[k]} for k in SIZES}
 _ENC_MF = sizes({"model.m": 100, "n": 60, "flow.t_end": 10.0, "flow.dt": 0.1}, {}, {})
-_ENC_NET = sizes({"model.width": 16, "n": 60, "train.epochs": 150}, {"train.epochs": 1000}, {})
+# finite nets: width 64 (the models' own default is 128)
+_ENC_NET = sizes({"model.width": 16, "n": 60, "train.epochs": 150},
+                 {"model.width": 64, "train.epochs": 1000}, {"model.width": 64})
 
 
 def _enc_panel(key: str, title: str, extra: dict) -> Panel:

@@ -39,6 +39,13 @@ def list_distributions() -> list[str]:
 
 def _lookup(name: str):
     _ensure()
+    if isinstance(name, str) and ":" in name and name not in _REGISTRY:
+        from ..registry import load_object   # a factory in the user's code: "module:attribute"
+        factory = load_object(name)
+        if not callable(factory):
+            raise ValueError(f"distribution {name!r} is not callable (a factory returning a "
+                             "Distribution is expected)")
+        return (factory, (factory.__doc__ or "").strip().split("\n")[0], False)
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):

@@ -28,9 +28,9 @@ epochs), **the same loss ``flow.loss`` and weight decay ``flow.lam``** (coupled 
 (``deep``) cannot separate classes along rays through the origin: ``bias_input`` (default: on for
 ``deep`` only) appends a constant coordinate 1 to every input.
 
-The module also holds what the experiments share: :data:`CLASS_COLOURS`, the batching helpers
-(:func:`check_batch`, :func:`stack_particles`, :func:`split_history`), :func:`flat_params` and
-:func:`build_data`.
+What the experiments share lives in the study layer: batching and resumable units in
+:mod:`meanfield.study.batching`, neuron snapshots in :mod:`meanfield.study.snapshots`, the class
+colours in :mod:`meanfield.plotting`.
 """
 
 from __future__ import annotations
@@ -44,171 +44,19 @@ import torch
 
 from ..deep.train import TrainConfig
 from ..flow import FlowConfig
-from ..study.spec import DataSpec, ModelSpec, describe
+from ..plotting import class_colour
+from ..study.batching import check_batch, split_history, stack_particles
+from ..study.snapshots import MODEL_FILE
+from ..study.spec import DataSpec, ModelSpec
 from .registry import (Experiment, ExperimentResult, RunContext, Science, flow_for, parse_dtype)
 
-# class index -> colour (class 0 is -1, class 1 is +1 in the binary problems); one convention for
-# every figure of these experiments (to move into meanfield.plotting)
-CLASS_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
-                 "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
 THRESHOLD = 0.05
 REGIMES = ("auto", "unbounded", "direction", "bounded")
 _STATISTIC = {"unbounded": "spread", "direction": "spread_rel", "bounded": "nc1"}
 
 
-def class_colour(c: int) -> str:
-    return CLASS_COLOURS[int(c) % len(CLASS_COLOURS)]
-
-
-# ----------------------------------------------------------------------------- shared helpers
-def flat_params(cfg) -> dict:
-    """Every reachable key of a config with its value (``data.p1``, ``flow.t_end``, ``m``, ...)."""
-    return {k: v for k, _, v, _ in describe(cfg)}
-
-
-def check_batch(cfgs: list, seeds: list, batch_keys) -> None:
-    """Raise ValueError unless there is one seed per config and they differ only in ``batch_keys``."""
-    if not cfgs or len(cfgs) != len(seeds):
-        raise ValueError(f"run_batch needs one seed per config; got {len(cfgs)} configs, "
-                         f"{len(seeds)} seeds")
-    ref = flat_params(cfgs[0])
-    for c in cfgs[1:]:
-        p = flat_params(c)
-        diff = sorted(k for k in set(ref) | set(p) if k not in batch_keys and ref.get(k) != p.get(k))
-        if diff:
-            raise ValueError(f"systems of one batch must share {', '.join(diff)} (only "
-                             f"{', '.join(batch_keys)} may differ); group them first")
-
-
-def stack_particles(parts: list):
-    """One batched :class:`~meanfield.particles.Particles` from single systems."""
-    from ..particles import Particles
-    if len(parts) == 1:
-        return parts[0]
-    if hasattr(Particles, "stack"):
-        return Particles.stack(parts)
-    return Particles(torch.cat([x.a for x in parts]), torch.cat([x.w for x in parts]),
-                     torch.cat([x.b for x in parts]), parts[0].activation)
-
-
-def split_history(history: list, B: int) -> list[list[dict]]:
-    """The rows of every system, each carrying its ``system`` column."""
-    out: list[list[dict]] = [[] for _ in range(B)]
-    for r in history:
-        s = int(r.get("system", 0))
-        out[s].append({**r, "system": s})
-    return out
-
-
-def with_system(rows: list, s: int = 0) -> list[dict]:
-    return [{**r, "system": r.get("system", s)} for r in rows]
-
-
-def build_data(spec: DataSpec):
-    """The distribution of a :class:`DataSpec` (a registered name, or ``module:attribute``)."""
-    if ":" in spec.name:
-        from ..registry import load_object
-        return load_object(spec.name)(**spec.kwargs)
-    return spec.build()
-
-
 def nan_if_none(v) -> float:
     return float("nan") if v is None else float(v)
-
-
-# ----------------------------------------------------------------------- resumable units
-class Progress:
-    """Finished pieces of a run that is not one engine flow (trainings, segments), kept in a
-    checkpoint written by the engine's :class:`~meanfield.record.Checkpointer` (atomic, refused
-    for another run, tensors and numbers only). Every piece must be deterministic: a resumed run
-    then ends bit for bit where an uninterrupted one would.
-
-    Args:
-        ctx: the run context (no checkpoint without a run directory).
-        name: the checkpoint file (``checkpoint-*.pt``: removed when the run finishes).
-        key: a fingerprint of everything the pieces depend on (config, seed).
-    """
-
-    def __init__(self, ctx: RunContext, name: str, key):
-        import hashlib
-        from ..record import Checkpointer
-        path = ctx.checkpoint(name)
-        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-        self.ck = None if path is None else Checkpointer(path, every=ctx.checkpoint_every, key=digest)
-        self.data: dict = {}
-        if self.ck is not None and self.ck.exists():
-            self.data = dict(self.ck.load(device="cpu")["units"])
-
-    def unit(self, name: str, fn):
-        """``fn()``'s value, computed once: later calls (and resumed runs) return the saved one."""
-        if name not in self.data:
-            self.data[name] = fn()
-            self.save()
-        return self.data[name]
-
-    def save(self, force: bool = False) -> None:
-        if self.ck is not None and (force or self.ck.due()):
-            self.ck.save(state=(), units=self.data)
-
-
-# ----------------------------------------------------------------------- neuron trajectories
-TRAJECTORIES = "trajectories.pt"
-MODEL_FILE = "model.pt"
-
-
-def save_snapshots(ctx: RunContext, snaps: dict) -> None:
-    """Write ``{name: snapshots}`` (``Recorder(snapshot=K)`` lists) as tensors into the run directory."""
-    if ctx.out is None:
-        return
-    import os
-    import tempfile
-    out = {}
-    for name, ss in snaps.items():
-        out[name] = {"t": torch.tensor([float(x["t"]) for x in ss], dtype=torch.float64),
-                     **{k: torch.stack([x[k] for x in ss]) for k in ("a", "w", "b")}}
-    from pathlib import Path
-    Path(ctx.out).mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=ctx.out, prefix=".traj-", suffix=".pt")
-    os.close(fd)
-    torch.save(out, tmp)
-    os.replace(tmp, Path(ctx.out) / TRAJECTORIES)
-
-
-def load_snapshots(run) -> dict:
-    """``{name: snapshots}`` from the run directory (tensors only), or {} when there are none."""
-    path = run.path / TRAJECTORIES
-    if not path.exists():
-        return {}
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    return {name: [{"t": float(v["t"][i]), "a": v["a"][i], "w": v["w"][i], "b": v["b"][i]}
-                   for i in range(len(v["t"]))] for name, v in d.items()}
-
-
-def draw_trajectories(ax, snaps: list, *, system: int = 0, normalise: bool = True,
-                      max_neurons: int = 200) -> None:
-    """Neurons in the (w, b) plane: tails over time, start (grey), end (coloured by the sign of a,
-    area proportional to |a|). The legend goes below the axes, never over the data."""
-    from ..trajectory import trajectory_arrays
-    t, x, y, a, size, xlabel = trajectory_arrays(snaps, system=system, normalise=normalise)
-    K = min(x.shape[1], max_neurons)
-    pos = a[-1, :K] >= 0
-    for i in range(K):
-        ax.plot(x[:, i], y[:, i], color=class_colour(1 if pos[i] else 0), alpha=0.45, lw=1.1,
-                zorder=1)
-    if normalise:
-        th = torch.linspace(0, 2 * math.pi, 200)
-        ax.plot(torch.cos(th), torch.sin(th), color="0.7", lw=0.8, ls=":", zorder=0)
-    smax = max(float(size[-1, :K].max()), 1e-300)
-    s = 10 + 140 * size[-1, :K] / smax
-    ax.scatter(x[0, :K], y[0, :K], s=6, color="0.55", zorder=2, label="start")
-    for flag, c, lab in ((True, 1, "a > 0"), (False, 0, "a < 0")):
-        m = pos == flag
-        ax.scatter(x[-1, :K][m], y[-1, :K][m], s=s[m], color=class_colour(c), edgecolor="k",
-                   lw=0.6, zorder=3, label=f"end, {lab} (area ∝ |a|)")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("bias b" + (" (direction)" if normalise else ""))
-    ax.grid(alpha=0.3)
-    ax.set_aspect("equal")
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -265,7 +113,7 @@ def check(cfg) -> None:
 
 def samples(cfg, seed: int, device="cpu"):
     """The run's samples: ``n`` points of the distribution with that seed."""
-    return build_data(cfg.data).sample(cfg.n, seed=seed, dtype=parse_dtype(cfg.dtype), device=device)
+    return cfg.data.build().sample(cfg.n, seed=seed, dtype=parse_dtype(cfg.dtype), device=device)
 
 
 def _num_outputs(s) -> int:

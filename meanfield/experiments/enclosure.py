@@ -71,7 +71,7 @@ class EnclosureConfig:
 def geometry(cfg):
     """The Enclosure distribution of the config. Raises ValueError for another distribution."""
     from ..data import Enclosure
-    dist = collapse.build_data(cfg.data)
+    dist = cfg.data.build()
     if not isinstance(dist, Enclosure):
         raise ValueError(f"enclosure needs data=enclosure (got {cfg.data.name!r}); use the "
                          "experiment 'collapse' for other distributions")

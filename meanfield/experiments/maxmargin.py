@@ -55,7 +55,8 @@ from ..particles import Particles
 from ..record import Recorder
 from ..study.spec import DataSpec
 from ..theory.maxmargin import maxmargin_oracle, ratio_interval
-from .collapse import class_colour, draw_trajectories, load_snapshots, save_snapshots
+from ..plotting import class_colour
+from ..study.snapshots import draw_trajectories, load_snapshots, save_snapshots
 from .registry import (Experiment, ExperimentResult, RunContext, Science, agreement, flow_for,
                        parse_dtype)
 

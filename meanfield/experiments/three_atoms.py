@@ -28,7 +28,8 @@ from ..flow import FlowConfig, simulate
 from ..particles import Particles
 from ..record import Recorder
 from ..study.spec import DataSpec
-from .collapse import check_batch, class_colour, split_history, stack_particles
+from ..plotting import class_colour
+from ..study.batching import check_batch, split_history, stack_particles
 from .registry import (Experiment, ExperimentResult, RunContext, Science, Theory, agreement,
                        flow_for, parse_dtype)
 

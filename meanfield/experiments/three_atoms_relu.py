@@ -41,8 +41,9 @@ from ..flow import FlowConfig, simulate
 from ..particles import Particles
 from ..record import Recorder
 from ..study.spec import DataSpec
-from .collapse import (class_colour, draw_trajectories, load_snapshots, save_snapshots,
-                       split_history, stack_particles)
+from ..plotting import class_colour
+from ..study.batching import split_history, stack_particles
+from ..study.snapshots import draw_trajectories, load_snapshots, save_snapshots
 from .registry import (Experiment, ExperimentResult, RunContext, Science, Theory, flow_for,
                        parse_dtype)
 from .three_atoms import THRESHOLD, gap_law, samples

@@ -28,7 +28,7 @@ with the class ``|x| > 1`` against ``|x| < 1/2``, :func:`gapped_line`), ``flow``
 ``flow.lam`` the weight decay, ``flow.dt`` = eta the Euler step, ``flow.t_end`` the comparison
 time t; the integrator is Euler, the finite nets' scheme). Resuming: the reference flows
 checkpoint through the engine, and every finished training / time segment is kept in
-``checkpoint-progress.pt`` (:class:`~meanfield.experiments.collapse.Progress`).
+``checkpoint-progress.pt`` (:class:`~meanfield.study.batching.Progress`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ..flow import FlowConfig, simulate
 from ..particles import Particles
 from ..record import Recorder
 from ..study.spec import DataSpec, to_dict
-from .collapse import Progress, build_data
+from ..study.batching import Progress
 from .registry import Experiment, ExperimentResult, RunContext, Science, agreement, flow_for
 
 DATA = "meanfield.experiments.width_limit:gapped_line"
@@ -115,7 +115,7 @@ def run(cfg: WidthLimitConfig, ctx: RunContext) -> ExperimentResult:
     flow = flow_for(cfg.flow, ctx)
     _check(cfg, flow)
     eta, t_cmp = flow.dt, flow.t_end
-    data = build_data(cfg.data).sample(dtype=dtype, device=ctx.device)
+    data = cfg.data.build().sample(dtype=dtype, device=ctx.device)
     if data.d != 1:
         raise ValueError(f"width_limit needs 1-D data; {cfg.data.name!r} has d = {data.d}")
     grid = torch.linspace(-2.5, 2.5, 41, dtype=dtype, device=ctx.device)[:, None]

@@ -187,7 +187,7 @@ def _clear(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     for p in out.glob("checkpoint*.pt"):
         p.unlink(missing_ok=True)
-    for name in ("particles.pt", "history.csv", "config.json"):
+    for name in ("particles.pt", "trajectories.pt", "model.pt", "history.csv", "config.json"):
         (out / name).unlink(missing_ok=True)
     for p in out.glob("*.png"):
         p.unlink(missing_ok=True)
