@@ -252,7 +252,8 @@ def velocity(particles: Particles, data, config: FlowConfig, *, backend: Optiona
     if data.n:
         loss.check(particles.k, data.num_classes)
     be = backend or resolve_backend(config.backend, act=particles.act, device=particles.device,
-                                    m=particles.m, n=data.n, d=particles.d, batch=particles.batch)
+                                    m=particles.m, n=data.n, d=particles.d, batch=particles.batch,
+                                    dtype=particles.dtype)
     vel = _make_vel(particles, data, config, be)
     return vel((particles.a, particles.w, particles.b))
 
@@ -289,7 +290,7 @@ def risk(particles: Particles, data, config: FlowConfig, *, backend: str | Backe
     loss = get_loss(config.loss)
     if outputs is None:
         be = resolve_backend(backend, act=particles.act, device=particles.device, m=particles.m,
-                             n=data.n, d=particles.d, batch=particles.batch)
+                             n=data.n, d=particles.d, batch=particles.batch, dtype=particles.dtype)
         outputs = be.outputs(particles.act, particles.a, particles.w, particles.b, data.X)
     la, lw = _decays(config, particles.batch, particles.a)
     data_term = (data.p * loss.value(outputs, data.y)).sum(-1)

@@ -208,7 +208,7 @@ class Particles:
         from .backends import resolve_backend
         X = self._inputs(X)
         be = resolve_backend(backend, act=self.act, device=self.device, m=self.m, n=X.shape[1],
-                             d=self.d, batch=self.batch)
+                             d=self.d, batch=self.batch, dtype=self.dtype)
         return be.outputs(self.act, self.a, self.w, self.b, X)
 
     def features(self, X: Tensor) -> Tensor:

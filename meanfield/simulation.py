@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from dataclasses import asdict, replace
 from typing import Optional
 
@@ -83,7 +85,7 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
     if data.n:
         loss.check(particles.k, data.num_classes)
     be = resolve_backend(config.backend, act=particles.act, device=particles.device, m=particles.m,
-                         n=data.n, d=particles.d, batch=B)
+                         n=data.n, d=particles.d, batch=B, dtype=particles.dtype)
     step_fn = get_integrator(config.integrator)
     vel = _make_vel(particles, data, config, be)
     taus = _per_system(config.tau, B, particles.a)
@@ -127,8 +129,10 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
         recorder.record(t=t, step=k, particles=p_now, outputs=f, data=data,
                         risk=risk(p_now, data, config, outputs=f))
 
-    # numba kernels run their own threads: keep torch single-threaded meanwhile
-    with _torch_threads(1 if getattr(be, "owns_threads", False) else None):
+    # numba kernels run their own threads: keep torch single-threaded meanwhile; Ctrl-C is taken
+    # between two steps (a consistent state) and saves a checkpoint before it stops the run
+    with _torch_threads(1 if getattr(be, "owns_threads", False) else None), \
+            _deferred_interrupt() as interrupted:
         if prev is not None:
             recorder.skip_to(t)  # the row at the result's time is in its history already
         elif resumed_from is None and recorder.due(t):
@@ -137,6 +141,9 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
         bar.update(t)
         dt = 0.0
         while not passed(t, config.t_end):
+            if interrupted["hit"]:
+                _stop(ckpt, dict(state=state, t=t, step=k, rng=gen.get_state(),
+                                 recorder=recorder.state(), seed=seed_used))
             if k >= config.max_steps:
                 raise RuntimeError(f"reached max_steps={config.max_steps} at t={t:.6g} < t_end="
                                    f"{config.t_end}; raise max_steps or use stepping='log'")
@@ -207,6 +214,41 @@ def _objective(state: State, f: Optional[Tensor], data: BatchedData, loss, confi
     sw = (w ** 2).sum((-1, -2)) + (b ** 2).sum(-1)
     R = (data.p * loss.value(f, data.y)).sum(-1) + 0.5 * (la * sa + lw * sw) / particles.m
     return R, torch.sqrt((sa + sw) / particles.m)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Turn SIGINT into a flag read between two steps (a second Ctrl-C stops at once).
+
+    Only in the main thread and only while Python's default handler is installed (a notebook's
+    own handler is left alone: there Ctrl-C raises where it lands and the last checkpoint stays).
+    """
+    flag = {"hit": False}
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["hit"]:
+            raise KeyboardInterrupt
+        flag["hit"] = True
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _stop(ckpt, payload: dict) -> None:
+    """Save a checkpoint of the state between two steps and raise KeyboardInterrupt carrying t."""
+    e = KeyboardInterrupt()
+    if ckpt is not None:
+        ckpt.save(**payload)
+        e.t = payload["t"]  # the CLI says: interrupted at t = ...; checkpoint saved
+        e.checkpoint = str(ckpt.path)
+    raise e
 
 
 @contextlib.contextmanager

@@ -135,7 +135,7 @@ def particle_neural_collapse(particles, samples, *, bias=None, backend: str = "a
         raise ValueError(f"the network has k = {k} outputs for C = {C} classes; the classifier "
                          "needs k = C (or k = 1 for two classes)")
     act = net.act
-    be = resolve_backend(backend, act=act, device=net.device, m=m, n=s.n, d=net.d)
+    be = resolve_backend(backend, act=act, device=net.device, m=m, n=s.n, d=net.d, dtype=net.dtype)
     g = torch.zeros(1, s.n, C, dtype=net.dtype, device=net.device)
     g[0, torch.arange(s.n, device=net.device), y] = p / P[y]
     va, _, _ = be.velocities(act, net.a.new_zeros(1, m, C), net.w, net.b, X, g, inner=False)
