@@ -134,6 +134,9 @@ class Particles:
                  device: str | torch.device = "cpu") -> "Particles":
         """i.i.d. Gaussian neurons: a ~ N(0, scale_a^2 I_k), w ~ N(0, scale_w^2 I_d), b ~ N(0, scale_b^2)."""
         _check_sizes(m, d, k, batch)
+        for name, v in (("scale_a", scale_a), ("scale_w", scale_w), ("scale_b", scale_b)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         g = _generator(seed)
         a = torch.randn(batch, m, k, generator=g, dtype=dtype) * scale_a
         w = torch.randn(batch, m, d, generator=g, dtype=dtype) * scale_w
@@ -286,7 +289,8 @@ class Particles:
 
     def save(self, path) -> None:
         """Write :meth:`state_dict` with ``torch.save`` (the ``particles.pt`` of a run directory)."""
-        torch.save(self.state_dict(), path)
+        from .record import atomic_torch_save
+        atomic_torch_save(self.state_dict(), path)
 
     @classmethod
     def load(cls, path, *, device: str | torch.device = "cpu") -> "Particles":
@@ -340,7 +344,11 @@ def group_sizes(q: Tensor, m: int) -> list[int]:
 
 def _check_sizes(m: int, d: int, k: int, batch: int) -> None:
     for name, v in (("m", m), ("d", d), ("k", k), ("batch", batch)):
-        if int(v) != v or v < 1:
+        try:
+            whole = not isinstance(v, bool) and int(v) == v
+        except (TypeError, ValueError, OverflowError):  # NaN, inf, text
+            whole = False
+        if not whole or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if math.prod((batch, m, max(d, k))) > 2 ** 34:
         raise ValueError(f"batch*m*d = {batch * m * max(d, k)} is too large to allocate")

@@ -150,12 +150,8 @@ class Checkpointer:
 
     def save(self, **payload) -> None:
         payload["key"] = self.key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="tmp-ckpt-", suffix=".pt")
-        os.close(fd)
-        torch.save({k: (tuple(x.detach().cpu() if x is not None else None for x in v)
-                        if k == "state" else v) for k, v in payload.items()}, tmp)
-        os.replace(tmp, self.path)
+        atomic_torch_save({k: (tuple(x.detach().cpu() if x is not None else None for x in v)
+                               if k == "state" else v) for k, v in payload.items()}, self.path)
         self._last = time.monotonic()
 
     def load(self, device) -> dict:
@@ -214,14 +210,45 @@ def progress_bar(*, total: float, enabled: Optional[bool], desc: str):
     return _TimeBar(total, desc) if enabled else _NoBar()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_file(directory, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """``mkstemp`` in ``directory`` with the mode an ordinary ``open`` would give (the umask is
+    honoured: mkstemp alone makes every file 0600). Returns ``(fd, path)``."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_write(path, text: str) -> None:
     """Write a text file atomically (temp file + rename): readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    fd, tmp = temp_file(path.parent, f".{path.name}-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save`` atomically (temp file + rename), honouring the umask."""
+    path = Path(path)
+    fd, tmp = temp_file(path.parent, f".{path.name}-", ".pt")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def write_json(path, obj) -> None:

@@ -58,3 +58,4 @@ def test_load_object_errors():
         load_object("no_such_module_xyz:f")
     with pytest.raises(ValueError, match="no attribute"):
         load_object("os:no_such_attr")
+

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from ..record import atomic_torch_save
 
 __all__ = ["TrainCheckpoint", "run_key"]
 
@@ -143,13 +144,5 @@ class TrainCheckpoint:
             "monitor": [float(v) for v in getattr(self._monitor, "values", [])]
             if self._monitor is not None else None,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-ckpt-", suffix=".pt")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_torch_save(payload, self.path)
         self._last = time.monotonic()

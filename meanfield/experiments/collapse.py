@@ -45,6 +45,7 @@ import torch
 from ..deep.train import TrainConfig
 from ..flow import FlowConfig
 from ..plotting import class_colour
+from ..record import atomic_torch_save
 from ..study.batching import check_batch, split_history, stack_particles
 from ..study.snapshots import MODEL_FILE
 from ..study.spec import DataSpec, ModelSpec
@@ -265,8 +266,8 @@ def run_batch_with(cfgs: list, seeds: list, ctx: RunContext, batch_keys, extra=N
         summ, hist, net, s = run_finite(c, seed, replace(ctx, seed=seed),
                                         "checkpoint.pt" if len(cfgs) == 1 else f"checkpoint-{i}.pt")
         if ctx.out is not None and len(cfgs) == 1:   # the trained weights, for the figures
-            torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()},
-                       Path(ctx.out) / MODEL_FILE)
+            atomic_torch_save({k: v.detach().cpu() for k, v in net.state_dict().items()},
+                              Path(ctx.out) / MODEL_FILE)
         out.append(ExperimentResult(extra(summ, c), hist, extra={"model": net, "samples": s}))
     return out
 

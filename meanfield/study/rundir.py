@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from ..record import read_history, write_history, write_json
+from ..record import atomic_torch_save, read_history, write_history, write_json
 from .experiment import (Experiment, ExperimentResult, RunContext, check_seed, get_experiment,
                          resolve_config)
 from .lock import DirLock
@@ -259,7 +259,7 @@ def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
         summary.setdefault("wall_seconds", round(time.perf_counter() - t0, 3))
         write_history(out_path / "history.csv", res.history)
         if res.particles is not None:
-            torch.save(res.particles.state_dict(), out_path / "particles.pt")
+            atomic_torch_save(res.particles.state_dict(), out_path / "particles.pt")
         figures = tuple(res.figures)
         if exp.plot is not None:
             run = RunFiles(out_path, exp, cfg, summary, list(res.history), record, res.particles)

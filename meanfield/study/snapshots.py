@@ -23,18 +23,14 @@ def save_snapshots(ctx: RunContext, snaps: dict) -> None:
     """Write ``{name: snapshots}`` (``Recorder(snapshot=K)`` lists) as tensors into the run directory."""
     if ctx.out is None:
         return
-    import os
-    import tempfile
     out = {}
     for name, ss in snaps.items():
         out[name] = {"t": torch.tensor([float(x["t"]) for x in ss], dtype=torch.float64),
                      **{k: torch.stack([x[k] for x in ss]) for k in ("a", "w", "b")}}
     from pathlib import Path
-    Path(ctx.out).mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=ctx.out, prefix=".traj-", suffix=".pt")
-    os.close(fd)
-    torch.save(out, tmp)
-    os.replace(tmp, Path(ctx.out) / TRAJECTORIES)
+
+    from ..record import atomic_torch_save
+    atomic_torch_save(out, Path(ctx.out) / TRAJECTORIES)
 
 
 def load_snapshots(run) -> dict:

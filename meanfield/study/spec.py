@@ -185,9 +185,12 @@ def parse_value(text: Any, tp, key: str):
         if isinstance(text, bool):
             raise ValueError(f"{key} expects a number, got {text!r}")
         try:
-            return float(text)
+            v = float(text)
         except (TypeError, ValueError):
             raise ValueError(f"{key} expects a number, got {text!r}") from None
+        if math.isnan(v):
+            raise ValueError(f"{key} expects a number, got {text!r} (NaN is not a parameter value)")
+        return v
     if tp is str:
         if not isinstance(text, str):
             raise ValueError(f"{key} expects a string, got {text!r}")
@@ -248,7 +251,11 @@ def _set(obj, path: list[str], value, key: str):
             elif isinstance(value, str) and isinstance(cur, _Spec) and value.strip() == cur.name:
                 new = cur  # the same name keeps the configured parameters
             elif isinstance(value, str):
-                new = cls(value.strip())
+                try:  # an unknown name is refused here, naming the key, not at run time
+                    new = cls(value.strip())
+                    new.defaults()
+                except (ValueError, TypeError) as e:
+                    raise ValueError(f"{key}={value!r}: {e}") from None
             else:
                 raise ValueError(f"{key} expects a name, got {value!r}")
         else:
