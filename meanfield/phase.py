@@ -256,8 +256,10 @@ def plot_phase(results, x: str, y: Optional[str], metric: str, *, threshold: Opt
     if theory is not None and (x in theory.keys or (y in theory.keys)):
         _theory(ax, theory, rows, x, y, xs, ys, logx, logy, handles, Line2D)
     ax.set_xscale("log" if logx else "linear")
+    _grid_ticks(ax.xaxis, xs, logx)
     if y:
         ax.set_yscale("log" if logy else "linear")
+        _grid_ticks(ax.yaxis, ys, logy)
         ax.set_ylabel(_label(experiment, y, logy))
     else:
         ax.set_ylabel(f"{_label(experiment, metric)} (mean ± std over seeds)")
@@ -273,6 +275,16 @@ def plot_phase(results, x: str, y: Optional[str], metric: str, *, threshold: Opt
     if title:
         ax.set_title(title, fontsize=10)
     return fig
+
+
+def _grid_ticks(axis, vals, log: bool) -> None:
+    """On a log axis over a short range, tick the grid values themselves (plain numbers)."""
+    if not log or not vals or len(vals) > 12 or max(vals) / min(vals) > 1e3:
+        return
+    from matplotlib.ticker import FixedLocator, NullLocator
+    axis.set_major_locator(FixedLocator(list(vals)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(lambda v, _pos: f"{v:g}")
 
 
 def _line(ax, xs, m, s, threshold, side, handles, Line2D):

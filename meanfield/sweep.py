@@ -236,6 +236,7 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
     """
     from .study.experiment import get_experiment, resolve_config
     from .study.plugins import loaded_plugins
+    from .study.experiment import check_seed
     from .study.rundir import _check_backend, check_device, check_out
     exp = get_experiment(name)
     fixed = dict(fixed or {})
@@ -249,6 +250,10 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
     seed_list = list(range(seed, seed + int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise ValueError("seeds must be >= 1")
+    for s in seed_list:
+        check_seed(s)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size (--batch-size) must be an integer >= 1, got {batch_size!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not dask_timeout > 0:
@@ -335,7 +340,7 @@ def _draw(out: Path, rows, name: str, *, metric=None, threshold=None, x=None, y=
     try:
         fig = plot_sweep(_this_identity(rows, spec), experiment=spec.get("experiment", name),
                          axes=spec.get("axes", []), metric=metric, threshold=threshold, x=x, y=y,
-                         params=spec.get("params", ()))
+                         params=list(spec.get("base") or {}) or spec.get("params", ()))
     except ValueError as e:
         if strict:
             raise
