@@ -1,6 +1,6 @@
 """Wasserstein gradient flow of the particle measure: velocity field, integrators, log-time, Langevin.
 
-Risk with per-layer weight decay (science.md §2):
+Risk with per-layer weight decay (docs/science.md §2):
 
 .. math::
 
@@ -24,6 +24,7 @@ blow-up checks in :mod:`meanfield.divergence`; all are re-exported here.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -112,10 +113,20 @@ class FlowConfig:
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
         for name in ("lam", "lam_a", "lam_w", "tau"):
             v = getattr(self, name)
+            if v is None and name in ("lam_a", "lam_w"):
+                continue
             vals = v if isinstance(v, (tuple, list)) else (v,)
             for x in vals:
-                if x is not None and not (math.isfinite(x) and x >= 0):
-                    raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
+                if isinstance(x, bool) or not isinstance(x, numbers.Real) or not (math.isfinite(x) and x >= 0):
+                    raise ValueError(f"{name} must be finite and >= 0 (a number or a tuple of them), "
+                                     f"got {v!r}")
+        ms = self.max_steps
+        if isinstance(ms, bool) or not isinstance(ms, numbers.Integral) or ms < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {ms!r}")
+        if not isinstance(self.backend, Backend) and self.backend != "auto":
+            from .backends import list_backends
+            if not isinstance(self.backend, str) or self.backend not in list_backends():
+                raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(list_backends())}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ A width-m network is the empirical measure of m particles theta_i = (a_i, w_i, b
 Everything is batched: ``a (B, m, k)``, ``w (B, m, d)``, ``b (B, m)`` hold B independent networks
 (B = 1 for a single one), so a sweep's grid steps as one system.
 
-Variation (Barron) norms, conventions of science.md §2 (|a| Euclidean over outputs, |w| Euclidean):
+Variation (Barron) norms, conventions of docs/science.md §2 (|a| Euclidean over outputs, |w| Euclidean):
 ``l1``: mean_i |a_i| (|w_i| + |b_i|); ``l2``: mean_i |a_i| sqrt(|w_i|^2 + b_i^2).
 """
 
@@ -224,7 +224,7 @@ class Particles:
         return self.act.fn(torch.matmul(X, self.w.transpose(1, 2)) + self.b[:, None, :])
 
     def variation_norm(self, kind: str = "l2") -> Tensor:
-        """The l1 or l2 variation norm of every network (science.md §2).
+        """The l1 or l2 variation norm of every network (docs/science.md §2).
 
         Returns:
             (B,) Tensor.

@@ -10,6 +10,7 @@ Masses: a component or class weight is a *relative* weight, divided by the sum o
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -21,9 +22,21 @@ __all__ = ["BaseDistribution", "PointMasses", "FunctionDistribution", "from_func
            "ClassMixture", "union", "point_masses"]
 
 
+def _whole(v) -> bool:
+    """True when v is an integer value (an int, or a finite float with no fractional part)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    try:
+        return math.isfinite(v) and int(v) == v
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed`` (an int)."""
-    if isinstance(seed, bool) or int(seed) != seed:
+    if not _whole(seed):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed) % (2 ** 63))
@@ -38,7 +51,7 @@ def child_seed(seed: int, i: int) -> int:
 def check_n(n, *, minimum: int = 1) -> Optional[int]:
     if n is None:
         return None
-    if isinstance(n, bool) or int(n) != n or n < minimum:
+    if not _whole(n) or n < minimum:
         raise ValueError(f"n must be an integer >= {minimum}, got {n!r}")
     return int(n)
 

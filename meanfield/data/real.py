@@ -88,11 +88,20 @@ def read_cifar_batch(path) -> tuple[np.ndarray, np.ndarray]:
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
     if "data" not in d or ("labels" not in d and "fine_labels" not in d):
         raise ValueError(f"{path}: not a CIFAR-10 python batch (keys {sorted(d)}; need data and labels)")
-    data = np.asarray(d["data"])
-    labels = np.asarray(d.get("labels", d.get("fine_labels")), dtype=np.int64)
+    try:
+        data = np.asarray(d["data"])
+        labels = np.asarray(d.get("labels", d.get("fine_labels")), dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:  # ragged, text, or huge labels
+        raise ValueError(f"{path}: malformed CIFAR-10 batch: labels are not integers ({e})") from None
+    if labels.ndim != 1 or (labels < 0).any():
+        raise ValueError(f"{path}: malformed CIFAR-10 batch: labels must be one integer >= 0 per "
+                         f"image, got shape {labels.shape}, smallest {labels.min() if labels.size else None}")
     if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
         raise ValueError(f"{path}: malformed CIFAR-10 batch: data of shape {data.shape} for "
                          f"{labels.shape[0]} labels (need ({labels.shape[0]}, 3072))")
+    if data.dtype.kind not in "ui" or (data.size and (data.min() < 0 or data.max() > 255)):
+        raise ValueError(f"{path}: malformed CIFAR-10 batch: data must be 8-bit pixels 0..255, got "
+                         f"dtype {data.dtype}")
     return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels
 
 

@@ -11,6 +11,7 @@ and 2-D circles). Sphere grids exist for d <= 3.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -134,6 +135,11 @@ class Interval(Box):
     """Uniform on [a, b] in R^1; the grid is the n midpoints a + (i + 1/2)(b - a)/n."""
 
     def __init__(self, a: float, b: float, *, grid: bool = False):
+        for name, v in (("a", a), ("b", b)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if not a < b:
+            raise ValueError(f"need a < b, got a={a!r}, b={b!r}")
         super().__init__([a], [b], grid=grid)
 
     def _grid(self, n):
@@ -211,7 +217,7 @@ class Ball(Annulus):
     """Uniform on the closed ball {|x - center| <= radius} in R^d (d = len(center))."""
 
     def __init__(self, center=(0.0, 0.0), radius: float = 1.0, *, grid: bool = False):
-        super().__init__(0.0, radius, center, grid=grid)
+        super().__init__(0.0, _positive(radius, "radius"), center, grid=grid)
 
     def __repr__(self):
         return f"Ball({self.center.tolist()}, {self.r_out}, grid={self.grid})"

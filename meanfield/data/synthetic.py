@@ -6,6 +6,7 @@ Binary convention: labels are 0..C-1 and class 1 is +1 (:func:`meanfield.losses.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence
 
 import torch
@@ -148,17 +149,23 @@ def xor(gap: float = 0.0, *, grid: bool = False) -> ClassMixture:
 
 
 def three_atoms(p1: float = 1.0, p2: float = 1.0, p3: float = 1.0) -> PointMasses:
-    """Seed geometry 2 (science.md §3.2): p1 delta_{-1} + p2 delta_0 + p3 delta_1.
+    """Seed geometry 2 (docs/science.md §3.2): p1 delta_{-1} + p2 delta_0 + p3 delta_1.
 
     Class 1 (+1) = {-1, 1}, class 0 (-1) = {0}. Masses are relative weights (divided by
     p1 + p2 + p3); p2 > 0 and p1 + p3 > 0 are needed for two non-empty classes.
     """
+    for name, v in (("p1", p1), ("p2", p2), ("p3", p3)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0 (a relative mass), got {v!r}")
+    if p2 <= 0 or p1 + p3 <= 0:
+        raise ValueError(f"need p2 > 0 and p1 + p3 > 0, else a class has zero total mass; got "
+                         f"p1={p1!r}, p2={p2!r}, p3={p3!r}")
     return PointMasses([[-1.0], [0.0], [1.0]], [1, 0, 1], [p1, p2, p3], num_classes=2,
                        class_names=SIGNED_NAMES)
 
 
 def line_classes(points: int = 3, spacing: float = 1.0, class_masses=(1.0, 1.0)) -> PointMasses:
-    """Seed geometry 1 (science.md §3.3): class 0 in (-inf, -1], class 1 in [1, inf), +-1 included.
+    """Seed geometry 1 (docs/science.md §3.3): class 0 in (-inf, -1], class 1 in [1, inf), +-1 included.
 
     Atoms ``-1 - spacing k`` (class 0, -1) and ``1 + spacing k`` (class 1, +1), k = 0..points-1,
     equal masses within a class, class masses relative.

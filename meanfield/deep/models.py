@@ -15,7 +15,7 @@ Every model here follows one small protocol used by training, metrics and the fi
     f(x) = \\frac1m \\sum_{i=1}^m a_i\\, \\sigma(w_i\\cdot x + b_i),
 
 so a width-m net trained by SGD with learning rate ``eta * m`` and torch ``weight_decay = lambda/m``
-on the risk ``sum_j p_j l(f(x_j), y_j)`` is the Euler scheme, step eta, of the flow (science.md §2).
+on the risk ``sum_j p_j l(f(x_j), y_j)`` is the Euler scheme, step eta, of the flow (docs/science.md §2).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class _Base(nn.Module):
 
 class DeepHomogeneousMLP(_Base):
     """Bias-free ReLU network ``f = W_L relu(W_{L-1} ... relu(W_1 x))`` (positively 1-homogeneous in
-    every W_k, the setting of science.md §3.4).
+    every W_k, the setting of docs/science.md §3.4).
 
     Args:
         d_in: input dimension.

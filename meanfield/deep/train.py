@@ -9,7 +9,7 @@ The objective (p_j the masses of the :class:`meanfield.Samples`, summing to 1):
 
 with ``l`` from :mod:`meanfield.losses` (``mse``: ``(1/2)|f - e_y|^2``) and the loss scale
 ``s = 1/C`` for ``mse`` with C >= 2 outputs by default, which is the ``(1/2NC) sum |y - f|^2``
-convention of science.md §3.4 on balanced data (pass ``loss_scale=1`` for the mean-field
+convention of docs/science.md §3.4 on balanced data (pass ``loss_scale=1`` for the mean-field
 convention of :mod:`meanfield.flow`). The penalty is applied through the optimiser's
 ``weight_decay`` (per layer, torch's coupled L2: ``grad += lambda_k theta``; ``adamw``: decoupled).
 A mini-batch B estimates the data term without bias by ``s (n/|B|) sum_{j in B} p_j l_j``.
@@ -18,6 +18,7 @@ A mini-batch B estimates the data term without bias by ``s (n/|B|) sum_{j in B} 
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -89,17 +90,34 @@ class TrainConfig:
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(_SCHEDULES)}")
         get_loss(self.loss)
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if not (_real(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if int(self.epochs) != self.epochs or self.epochs < 0:
+        if not (_whole(self.epochs) and self.epochs >= 0):
             raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
-        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
+        if self.batch_size is not None and not (_whole(self.batch_size) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
         wds = self.weight_decay if isinstance(self.weight_decay, (tuple, list)) else (self.weight_decay,)
-        if any(not (math.isfinite(w) and w >= 0) for w in wds):
+        if any(not (_real(w) and w >= 0) for w in wds):
             raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay!r}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every!r}")
+        for name in ("log_every", "eval_batch"):
+            if not (_whole(getattr(self, name)) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not (_whole(self.seed) and -2 ** 63 <= self.seed < 2 ** 64):  # torch's manual_seed range
+            raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
+        for name in ("momentum", "gamma", "loss_scale", "tol_grad"):
+            v = getattr(self, name)
+            if not (v is None and name in ("loss_scale", "tol_grad")) and not (_real(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
+def _real(v) -> bool:
+    """A finite real number (not a bool)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _whole(v) -> bool:
+    """An integer value (an int, or a finite float without a fractional part; not a bool)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) or (_real(v) and v == int(v))
 
 
 @dataclass(frozen=True)

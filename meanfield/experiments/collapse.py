@@ -1,4 +1,4 @@
-"""Collapse, generically: any distribution x any model x loss x weight decay x horizon (science.md §1).
+"""Collapse, generically: any distribution x any model x loss x weight decay x horizon (docs/science.md §1).
 
 One run trains one model on samples of one distribution and reports the collapse statistics of
 its regime, for the outputs and the penultimate features, with **the same columns for every
@@ -8,7 +8,7 @@ model** (``meanfield`` particles, ``two_layer``, ``deep``, ``mlp``, or a user's 
   statistic), ``spread_rel`` (spread over the distance between the two nearest class means of f:
   the scale-free direction-regime statistic), ``nc1_out`` (NC1 of the outputs), ``margin``,
   ``accuracy``;
-- penultimate features: ``nc1``, ``nc1_trace``, ``nc3``, ``nc4`` (science.md §1; the bounded
+- penultimate features: ``nc1``, ``nc1_trace``, ``nc3``, ``nc4`` (docs/science.md §1; the bounded
   regime), and ``feature_spread``, the absolute within-class RMS spread
   ``sqrt(sum_j p_j |h_j - mu_{y_j}|^2)`` (mean-field features carry the inner product ``/m``);
 - training: ``risk`` (data term plus the weight-decay penalty, at the end), ``loss`` (the data
@@ -385,7 +385,7 @@ EXPERIMENT = Experiment(
     small={"n": 60, "model.m": 60, "flow.t_end": 10.0},
     science=Science(
         claim="map: does training collapse the classes (outputs and penultimate features)? "
-              "The statistic of the regime (science.md §1) against its threshold",
+              "The statistic of the regime (docs/science.md §1) against its threshold",
         source="docs/science.md §1 (output collapse, NC metrics), §4",
         regime="bounded", statistic="statistic", threshold=THRESHOLD, collapsed_below=True,
         labels={"flow.lam": "weight decay λ", "flow.t_end": "flow time t (horizon)",

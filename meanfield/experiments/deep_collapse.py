@@ -1,6 +1,6 @@
-"""Neural collapse of a deep homogeneous net on real data at one (weight decay, depth) point (issue 10).
+"""Neural collapse of a deep homogeneous net on real data at one (weight decay, depth) point.
 
-The per-point job of the atlas sweep "NC1 against (weight decay, depth)" (science.md §3.4, §4): a
+The per-point job of the atlas sweep "NC1 against (weight decay, depth)" (docs/science.md §3.4, §4): a
 bias-free ReLU MLP ``f = W_L relu(W_{L-1} ... relu(W_1 x))`` (``model=deep``: ``model.depth`` = L
 weight matrices, ``model.width`` hidden units) trained with MSE on one-hot targets, the package's
 ``(1/2NC)`` convention (:mod:`meanfield.deep.train`), plus ``(lam/2) sum_k |W_k|^2`` with
@@ -9,7 +9,7 @@ sets the initialisation and, offset by ``train.seed``, the batch order). Unlike 
 (two arms, several seeds inside one run, ``lam > 0`` required) this runs one configuration, so
 ``lam = 0`` is a valid point and a sweep spreads seeds itself.
 
-Reported (bounded regime when ``lam > 0``, science.md §1): the final NC1-NC4 of the penultimate
+Reported (bounded regime when ``lam > 0``, docs/science.md §1): the final NC1-NC4 of the penultimate
 features with the raw classifier W_L (:func:`meanfield.metrics.neural_collapse`), training loss and
 accuracy, and ``nc_loss_floor`` (the least loss of an NC solution, 1/(2C²)). Few epochs by default:
 the atlas maps what a fixed training budget reaches; nothing is claimed. The data are the same
@@ -124,7 +124,7 @@ def plot(run) -> list[str]:
 EXPERIMENT = Experiment(
     name="deep_collapse",
     description="Deep homogeneous ReLU MLP (bias-free) on digits/MNIST, MSE + weight decay lam, depth L: "
-                "final NC1-NC4 at one (lam, depth) point (atlas, science.md §3.4/§4)",
+                "final NC1-NC4 at one (lam, depth) point (atlas, docs/science.md §3.4/§4)",
     config=DeepCollapseConfig,
     run=run,
     plot=plot,

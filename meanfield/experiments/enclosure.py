@@ -1,4 +1,4 @@
-"""Non-convex 2-D geometry against weight decay: does the enclosed class collapse? (science.md §4)
+"""Non-convex 2-D geometry against weight decay: does the enclosed class collapse? (docs/science.md §4)
 
 A preset of :mod:`meanfield.experiments.collapse` (same machinery, same columns) on the
 :class:`meanfield.data.Enclosure` family ``(t, r0, r_in, r_out)``: class 0 (-1) uniform on the disc
@@ -13,10 +13,10 @@ A preset of :mod:`meanfield.experiments.collapse` (same machinery, same columns)
 (0.2 at the default radii 0.5, 1, 1.5; computed from the radii set in ``data``), beyond which
 ``hull_fraction > 0``: the geometric reference line of the phase diagrams. It is a statement about
 the data, not a collapse theorem: it marks where the geometry becomes non-convex in the sense of
-the three-atom counterexample (science.md §3.2, a class inside the hull of the other).
+the three-atom counterexample (docs/science.md §3.2, a class inside the hull of the other).
 
 Models (``model``), all with one output and the binary logistic loss ``flow.loss`` plus weight
-decay ``flow.lam`` on every parameter (the bounded regime of science.md §1 when ``lam > 0``):
+decay ``flow.lam`` on every parameter (the bounded regime of docs/science.md §1 when ``lam > 0``):
 ``meanfield`` (particles, Wasserstein flow ``flow`` to ``flow.t_end``), ``two_layer`` (finite, with
 biases, full-batch Adam ``train``), ``deep`` (bias-free homogeneous ReLU; the input gets a constant
 third coordinate 1, see :mod:`~meanfield.experiments.collapse`), ``mlp``.
@@ -118,7 +118,7 @@ EXPERIMENT = Experiment(
     name="enclosure",
     description="2-D disc vs cut annulus (Enclosure t: convex -> enclosed) with weight decay "
                 "flow.lam, logistic loss; model meanfield / two_layer / deep / mlp: NC1 of the "
-                "penultimate features, output spread (a preset of collapse; atlas, science.md §4)",
+                "penultimate features, output spread (a preset of collapse; atlas, docs/science.md §4)",
     config=EnclosureConfig,
     run_batch=run_batch,
     batch_keys=BATCH_KEYS,

@@ -1,4 +1,4 @@
-"""Fixed simplex-ETF classifier against a learned one: accuracy and memory (science.md §3.5, last part).
+"""Fixed simplex-ETF classifier against a learned one: accuracy and memory (docs/science.md §3.5, last part).
 
 Zhu et al. (2021): freezing the last layer to a simplex ETF ``sqrt(C/(C-1)) (I - 11^T/C)`` with
 penultimate width C gives the same accuracy with less memory. Two MLPs are trained with
@@ -263,7 +263,7 @@ def plot(run) -> list[str]:
 EXPERIMENT = Experiment(
     name="fixed_etf",
     description="Fixed simplex-ETF classifier vs learned on digits: test accuracy and training memory "
-                "(Zhu et al.; science.md §3.5)",
+                "(Zhu et al.; docs/science.md §3.5)",
     config=FixedETFConfig,
     run=run,
     plot=plot,

@@ -1,4 +1,4 @@
-"""The ReLU max-margin continuum on the line (science.md §3.3), along the regularisation path.
+"""The ReLU max-margin continuum on the line (docs/science.md §3.3), along the regularisation path.
 
 Data (:func:`meanfield.data.line_classes`): class -1 at ``-1, -1-s, ..., -1-(n-1)s``, class +1 at
 ``1, 1+s, ...`` (+-1 included). A mean-field ReLU network (all of (a, w, b) trained, neurons
@@ -28,7 +28,7 @@ alternating 0.111/0.179); ``0.1 / max(lams)`` converges. Measured at m = 2000, l
 
 Tolerances (the ``_agrees`` keys are for the smallest lambda):
 
-- ``ratio_x<x>`` (relative, ``ratio_tol = 0.02``): science.md's statement is "within about 1-2 %
+- ``ratio_x<x>`` (relative, ``ratio_tol = 0.02``): docs/science.md's statement is "within about 1-2 %
   at lambda = 1e-4 with m of a few thousand". The error is the regularisation-path bias (the
   LP oracle is exact on its grid for these data; the flow is converged in time; m only needs to
   cover the circle). Measured along the path at m = 2000, x = 2: 2.8 %, 0.98 %, 0.33 % at lambda
@@ -231,7 +231,7 @@ def plot(run) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4.8))
         fam = [(np.maximum(x + b, 0) - np.maximum(b - x, 0)) / (2 + 2 * b) / 0.5 for b in (0.0, 1.0)]
         ax.fill_between(x, np.minimum(*fam), np.maximum(*fam), color="0.85",
-                        label="l1 max-margin family f_b, b ∈ [0, 1] (science.md)")
+                        label="l1 max-margin family f_b, b ∈ [0, 1] (docs/science.md)")
         for s, lam in enumerate(lams):
             ax.plot(x, f[s] / f1[s], color=cmap(s / max(1, len(lams) - 1)), lw=1.8,
                     label=f"mean-field flow, λ = {lam:g}")
@@ -287,7 +287,7 @@ def plot(run) -> list[str]:
 
 EXPERIMENT = Experiment(
     name="maxmargin",
-    description="ReLU max-margin continuum on the line (science.md §3.3): the weight-decay path of a "
+    description="ReLU max-margin continuum on the line (docs/science.md §3.3): the weight-decay path of a "
                 "mean-field ReLU net (logistic loss) against an l2/l1 LP max-margin oracle",
     config=MaxMarginConfig,
     run=run,

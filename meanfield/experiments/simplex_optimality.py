@@ -1,4 +1,4 @@
-"""Simplex symmetry is optimal (science.md §3.1): minimise the CE risk over features in an R-ball.
+"""Simplex symmetry is optimal (docs/science.md §3.1): minimise the CE risk over features in an R-ball.
 
 For k classes, features ``z_1..z_k`` in the Euclidean ball of radius R in R^p (p = k) and a
 classifier A of operator norm <= 1, the balanced cross-entropy risk
@@ -206,7 +206,7 @@ def plot(run) -> list[str]:
 EXPERIMENT = Experiment(
     name="simplex_optimality",
     description="CE risk over features in an R-ball with an operator-norm-1 classifier: the minimiser "
-                "is a centred regular simplex, risk log(1+(k-1)exp(-R sqrt(k/(k-1)))) (science.md §3.1)",
+                "is a centred regular simplex, risk log(1+(k-1)exp(-R sqrt(k/(k-1)))) (docs/science.md §3.1)",
     config=SimplexConfig,
     run=run,
     plot=plot,

@@ -1,4 +1,4 @@
-"""The three-atom law (science.md §3.2): non-convex class geometry defeats collapse.
+"""The three-atom law (docs/science.md §3.2): non-convex class geometry defeats collapse.
 
 Data: atoms -1, 0, 1 with relative masses p1, p2, p3; class +1 = {-1, 1}, class -1 = {0}.
 Network: smoothstep neurons frozen at the inner positions (w, b) = (-1, 0), (1, 1), (1, 0) in
@@ -11,7 +11,7 @@ stepping. The gradient flow of the outer weights gives
 
 for every initial condition: the class {-1, 1} collapses only when q3 p3 = 2 q1 p1.
 
-Tolerance ``gap_tol`` = 1e-2 (absolute): the flow approaches its limit like 1/t (science.md §3.2),
+Tolerance ``gap_tol`` = 1e-2 (absolute): the flow approaches its limit like 1/t (docs/science.md §3.2),
 so at the default t_end = 1e6 the transient is ~1e-6; Heun in log-time with ds = 0.01 has a global
 error O(ds^2) ~ 1e-4 (measured: 1.4e-5 at the defaults). 1e-2 is the issue's bound and still
 fails for any other law (e.g. log(p3/p1) is off by log 2).
@@ -62,7 +62,7 @@ class ThreeAtomsConfig:
 
 
 def gap_theory(p1: float, p3: float, q1: float = 1.0, q3: float = 1.0) -> float:
-    """The limit of f(1) - f(-1): log(q3 p3 / (2 q1 p1)) (science.md §3.2)."""
+    """The limit of f(1) - f(-1): log(q3 p3 / (2 q1 p1)) (docs/science.md §3.2)."""
     return math.log(q3 * p3 / (2.0 * q1 * p1))
 
 
@@ -179,7 +179,7 @@ def plot(run) -> list[str]:
 EXPERIMENT = Experiment(
     name="three_atoms",
     description="Three atoms -1,0,1 (class {-1,1} vs {0}), frozen smoothstep features, exponential "
-                "loss: f(1)-f(-1) -> log(q3 p3 / 2 q1 p1) (science.md §3.2)",
+                "loss: f(1)-f(-1) -> log(q3 p3 / 2 q1 p1) (docs/science.md §3.2)",
     config=ThreeAtomsConfig,
     run_batch=run_batch,
     batch_keys=BATCH_KEYS,

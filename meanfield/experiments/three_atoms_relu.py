@@ -1,4 +1,4 @@
-"""The three atoms with a trainable ReLU network (science.md §3.2, the open case).
+"""The three atoms with a trainable ReLU network (docs/science.md §3.2, the open case).
 
 Data: atoms -1, 0, 1 with relative masses p1, p2, p3; class +1 = {-1, 1}, class -1 = {0}
 (:func:`meanfield.data.three_atoms`). Network: a mean-field ReLU network, all of (a, w, b)
@@ -7,7 +7,7 @@ trained, neurons spread out at t = 0 ((w, b) uniform on the unit circle, a = +-s
 lambda > 0.
 
 What is reported: the absolute within-class spread of class +1, ``gap = f(1) - f(-1)``, against
-time for both systems (the statistic of the unbounded regime, science.md §1), the outputs, the
+time for both systems (the statistic of the unbounded regime, docs/science.md §1), the outputs, the
 variation norm, and the neurons' trajectories in the (w, b) plane. The frozen-feature law
 ``log(p3 / (2 p1))`` (what the same data give with flat frozen features, experiment
 ``three_atoms``) is drawn for reference only: **no theory is claimed for this case**, so no
@@ -214,7 +214,7 @@ def plot(run) -> list[str]:
 EXPERIMENT = Experiment(
     name="three_atoms_relu",
     description="Three atoms -1,0,1 with a trainable ReLU network, exponential loss, lambda = 0 and "
-                "lambda > 0: f(1)-f(-1) against time (open case of science.md §3.2; no theory claimed)",
+                "lambda > 0: f(1)-f(-1) against time (open case of docs/science.md §3.2; no theory claimed)",
     config=ThreeAtomsReluConfig,
     run=run,
     plot=plot,

@@ -1,4 +1,4 @@
-"""Unconstrained features model: numerical optimum against the closed forms across lambda (science.md §3.5).
+"""Unconstrained features model: numerical optimum against the closed forms across lambda (docs/science.md §3.5).
 
 Balanced data, ``num_classes`` = K classes, ``per_class`` = n samples per class, every weight
 decay equal to ``lam``
@@ -15,13 +15,13 @@ compared with :mod:`meanfield.theory.ufm`:
 - ``ext_linear``: extended UFM ``W2 W1 H`` (Tirer & Bruna), ``W2 W1 Hbar = s I``.
 
 **Convention.** The UFM losses are the ``1/(2N)`` (MSE) and ``1/N`` (CE) data terms of
-:mod:`meanfield.deep.ufm`, exactly as in science.md §3.5 (no ``1/C`` factor here).
+:mod:`meanfield.deep.ufm`, exactly as in docs/science.md §3.5 (no ``1/C`` factor here).
 
 Thresholds: MSE and CE collapse to W = H = 0 at ``K sqrt(n) lam = 1``
 (:func:`meanfield.theory.ufm.collapse_margin` with ``lW = lH = lam``); the extended UFM where the
 value at the largest root of ``t^4 - t + K tau = 0`` reaches 1/2 (a first-order jump). Within
 ``band`` of the MSE/CE threshold (``|K mu - 1| <= band``) and where the extended UFM's two candidate
-values differ by less than ``band / 10`` the problem is ill-conditioned (science.md §3.5): those
+values differ by less than ``band / 10`` the problem is ill-conditioned (docs/science.md §3.5): those
 points are drawn but not counted in the agreements.
 
 The extended UFM has spurious local minima: ``s = 0`` everywhere and, measured here, class-wise
@@ -32,7 +32,7 @@ dimension 4K (``ext_dim``) starts of scale 1 reached the global value in 4 of 4 
 points. The numerical optimum is the best of ``restarts`` random starts with initial scales cycling
 through 1, 2, 0.05 (large starts reach ``s = t^3``, small ones
 ``s = 0``); ``ext_trapped_start_fraction`` reports how many starts ended above the global value. The
-MSE and CE UFMs have no spurious local minima (science.md §3.5) and use one start.
+MSE and CE UFMs have no spurious local minima (docs/science.md §3.5) and use one start.
 
 **Tolerances** (the method's error). At a gradient norm ``g <= tol_grad = 1e-10`` the distance to a
 non-degenerate minimiser is at most ``g / h`` with ``h`` the smallest Hessian eigenvalue

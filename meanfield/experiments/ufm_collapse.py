@@ -1,6 +1,6 @@
-"""The unconstrained features model at one (lambda_W, lambda_H) point: NC metrics and |W| (issue 10).
+"""The unconstrained features model at one (lambda_W, lambda_H) point: NC metrics and |W|.
 
-The per-point job of the atlas sweep "UFM: NC metrics against (lambda_W, lambda_H)" (science.md §3.5).
+The per-point job of the atlas sweep "UFM: NC metrics against (lambda_W, lambda_H)" (docs/science.md §3.5).
 Balanced data, ``num_classes`` = K classes, ``per_class`` = n samples per class; the UFM of
 :func:`meanfield.deep.ufm.fit_ufm` (L-BFGS, float64) with ``case``
 
@@ -18,7 +18,7 @@ when
 (:func:`meanfield.theory.ufm.collapse_margin`, the experiment's theory line) and ``W = H = 0``
 beyond. Reported: ``normW`` (Frobenius norm of W at the optimum) and its closed form
 ``normW_theory`` (:mod:`meanfield.theory.ufm`), ``normW_err`` = |normW - normW_theory| with
-``normW_agrees`` at ``norm_tol`` (the optimiser's error away from the threshold, science.md §3.5:
+``normW_agrees`` at ``norm_tol`` (the optimiser's error away from the threshold, docs/science.md §3.5:
 the band ``|K mu - 1| <= band`` is ill-conditioned and flagged ``near_threshold``), ``trivial``
 (``normW < zero_tol``), ``collapses_theory`` (K mu < 1), and the NC metrics of (H, W, b)
 (:func:`meanfield.metrics.neural_collapse`), NaN where the optimum is trivial (class means
@@ -126,7 +126,7 @@ def run(cfg: UFMCollapseConfig, ctx: RunContext) -> ExperimentResult:
 EXPERIMENT = Experiment(
     name="ufm_collapse",
     description="UFM (CE / MSE) at one (lam_w, lam_h): |W| against its closed form, NC metrics; "
-                "collapsed iff K sqrt(n lam_w lam_h) < 1 (atlas, science.md §3.5)",
+                "collapsed iff K sqrt(n lam_w lam_h) < 1 (atlas, docs/science.md §3.5)",
     config=UFMCollapseConfig,
     run=run,
     science=Science(

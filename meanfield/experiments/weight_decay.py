@@ -1,4 +1,4 @@
-"""Weight decay is needed for neural collapse in deep homogeneous nets (science.md §3.4).
+"""Weight decay is needed for neural collapse in deep homogeneous nets (docs/science.md §3.4).
 
 A bias-free ReLU MLP ``f = W_L relu(W_{L-1} ... relu(W_1 x))`` (``model=deep``) is trained with MSE
 on one-hot targets by mini-batch SGD with momentum (``train``), once with weight decay
@@ -20,7 +20,7 @@ default of :mod:`meanfield.deep.train` and :mod:`meanfield.theory.deep`), plus
 and a neural-collapse solution (NC1-NC3: outputs ``W M = a C/(C-1) (I - 11^T/C)`` on the class
 means, plus a class-independent shift that sums to zero, which only adds loss) has data loss
 ``(1/C)(1/2)((1-a)^2 + a^2/(C-1)) >= 1/(2C^2)`` (:func:`meanfield.theory.deep.nc_loss_without_decay`;
-science.md writes it for the ``1/(2N)`` loss, without the factor ``1/C``). This is a floor for NC
+docs/science.md writes it for the ``1/(2N)`` loss, without the factor ``1/C``). This is a floor for NC
 solutions, not for the net: a net whose loss goes below it is *not* collapsed (without decay it
 interpolates, e.g. onto an orthogonal frame whose raw classifier violates NC3). The loss figure
 draws it as that test.
@@ -110,7 +110,7 @@ def _check(cfg: WeightDecayConfig) -> None:
         raise ValueError(f"train.weight_decay (lam of the decay arm) must be > 0, got "
                          f"{cfg.train.weight_decay!r}")
     if cfg.train.loss != "mse":
-        raise ValueError(f"weight_decay studies the MSE loss of science.md §3.4: train.loss must be "
+        raise ValueError(f"weight_decay studies the MSE loss of docs/science.md §3.4: train.loss must be "
                          f"mse, got {cfg.train.loss!r}")
     for k in ("seeds", "record_every"):
         if getattr(cfg, k) < 1:
@@ -274,7 +274,7 @@ def plot(run) -> list[str]:
 EXPERIMENT = Experiment(
     name="weight_decay",
     description="NC1-NC4 against epochs with and without weight decay, bias-free deep ReLU MLP, MSE, "
-                "digits / MNIST (science.md §3.4); reports metrics and the layer-balance residual",
+                "digits / MNIST (docs/science.md §3.4); reports metrics and the layer-balance residual",
     config=WeightDecayConfig,
     run=run,
     plot=plot,

@@ -1,4 +1,4 @@
-"""Finite width converges to mean-field, measured (issue 10, science.md §2).
+"""Finite width converges to mean-field, measured (docs/science.md §2).
 
 The same data, initial law and time scaling, trained two ways:
 

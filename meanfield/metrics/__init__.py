@@ -1,4 +1,4 @@
-"""Collapse metrics, one code for finite networks and mean-field networks (science.md §1).
+"""Collapse metrics, one code for finite networks and mean-field networks (docs/science.md §1).
 
 Features ``h_j`` with labels ``y_j`` and relative masses ``p_j`` (divided by their sum):
 
@@ -33,7 +33,7 @@ measure: docs/metrics.md.
 Modules: ``core`` (result type, checks), ``assemble`` (Grams -> measures), ``measures`` (in-memory
 and particle paths), ``streaming``, ``spectra``, ``layerwise``, ``output`` (output collapse).
 
-Output collapse (science.md §1, last part) is measured by :func:`output_collapse`: the absolute
+Output collapse (docs/science.md §1, last part) is measured by :func:`output_collapse`: the absolute
 within-class spread, the margin, and the spread normalised by a variation norm or by the margin.
 """
 

@@ -5,7 +5,7 @@ objects and hands them to :func:`geometry` and :func:`finish`:
 
 - the class means ``Mu (C, q)`` in some Euclidean representation (and the classifier ``W`` and
   the out-of-distribution mean in the same one): everything that needs no sample;
-- per-sample sums :class:`SampleSums`: the pseudo-inverse NC1 sum of science.md §1's identity
+- per-sample sums :class:`SampleSums`: the pseudo-inverse NC1 sum of docs/science.md §1's identity
   ``sum_j p_j ||M~^+ (h_j - mu_{y_j})||^2``, the within-class sums of squares per class and the
   nc4 mismatch mass.
 
@@ -38,7 +38,7 @@ class DegenerateMeansError(ValueError):
 
 @dataclass(frozen=True)
 class NCMetrics:
-    """The collapse metrics of science.md §1 and docs/metrics.md (None where undefined).
+    """The collapse metrics of docs/science.md §1 and docs/metrics.md (None where undefined).
 
     Attributes:
         nc1: Tr(Sigma_W Sigma_B^+) / C (the /C of the published definition); None when the centred

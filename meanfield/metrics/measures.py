@@ -15,7 +15,7 @@ from .core import (NCMetrics, as_features, check_strict, check_weights, classifi
 def neural_collapse(features, labels, *, classifier=None, bias=None, weights=None,
                     num_classes: Optional[int] = None, rtol: Optional[float] = None,
                     ood_features=None, ood_weights=None, strict: Optional[bool] = None) -> NCMetrics:
-    """Neural-collapse metrics of features (science.md §1, docs/metrics.md), in O(n p + C p) memory.
+    """Neural-collapse metrics of features (docs/science.md §1, docs/metrics.md), in O(n p + C p) memory.
 
     With ``p`` the masses divided by their sum, ``P_c`` the class masses, ``mu_c`` the class means
     and ``mu_G`` their mean, ``M~ = [mu_c - mu_G]`` (p, C):

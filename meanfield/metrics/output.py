@@ -1,4 +1,4 @@
-"""Output collapse (science.md §1, last part): within-class spread, margin, normalised spread."""
+"""Output collapse (docs/science.md §1, last part): within-class spread, margin, normalised spread."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .core import finite, labels_weights
 # ----------------------------------------------------------------------------- output collapse
 @dataclass(frozen=True)
 class OutputCollapse:
-    """Output-collapse statistics of one network (science.md §1, "Output collapse").
+    """Output-collapse statistics of one network (docs/science.md §1, "Output collapse").
 
     Attributes:
         spread: max over classes of the absolute within-class spread (unbounded regime).
@@ -148,7 +148,7 @@ def particle_output_collapse(particles, samples, *, norm: str = "l2", backend: s
     """:func:`output_collapse` of a mean-field network on samples, normalised by ``norm``.
 
     Args:
-        norm: ``l1`` or ``l2`` (variation norms, science.md §2) or ``margin``.
+        norm: ``l1`` or ``l2`` (variation norms, docs/science.md §2) or ``margin``.
     """
     from ..data.base import as_samples
     if norm not in ("l1", "l2", "margin"):

@@ -3,7 +3,7 @@
 Pass 1 accumulates per class the sample count, the mass and the mass-weighted feature sum (and the
 OOD mean); :meth:`NCAccumulator.next_pass` turns them into the class means and the C x C geometry
 (the eigenbasis of the centred-means Gram the pseudo-inverse needs). Pass 2 accumulates, through
-science.md §1's identity
+docs/science.md §1's identity
 
 .. math::
 

@@ -223,6 +223,9 @@ def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
     check_seed(seed)
     check_device(device)
     _check_backend(backend)
+    if not (isinstance(checkpoint_every, (int, float)) and checkpoint_every >= 0):  # NaN fails too
+        raise ValueError(f"checkpoint_every (--checkpoint-every) must be a number of seconds >= 0, "
+                         f"got {checkpoint_every!r}")
     if not write:
         return exp.run_one(cfg, RunContext(device=device, backend=backend, seed=seed,
                                            progress=progress, figures=False,

@@ -1,4 +1,4 @@
-"""Weight-decay identities of deep homogeneous networks (science.md §3.4, Rangamani & Banburski).
+"""Weight-decay identities of deep homogeneous networks (docs/science.md §3.4, Rangamani & Banburski).
 
 Bias-free ReLU net ``f = W_L relu(W_{L-1} ... relu(W_1 x))`` (1-homogeneous in every W_k), features
 ``h = relu(W_{L-1} ... )``, objective (masses p_j summing to 1, loss scale s)
@@ -8,7 +8,7 @@ Bias-free ReLU net ``f = W_L relu(W_{L-1} ... relu(W_1 x))`` (1-homogeneous in e
     L = \\frac{s}{2}\\sum_j p_j \\|y_j - f(x_j)\\|^2 + \\sum_k \\frac{\\lambda_k}{2}\\|W_k\\|_F^2 .
 
 **Convention.** ``s = 1/C`` by default, which on balanced data is the ``(1/2NC) sum |y - f|^2`` of
-science.md §3.4 and of :mod:`meanfield.deep.train`. At every critical point:
+docs/science.md §3.4 and of :mod:`meanfield.deep.train`. At every critical point:
 
 .. math::
 
@@ -24,7 +24,7 @@ Then, with class means ``mu_c`` of h and ``mu_G`` their mean,
     \\lambda_L \\|W_L\\|_F^2 = s\\big[\\varepsilon(1 - \\varepsilon) - (C-1)\\delta^2\\big].
 
 The paper's case is ``delta = eps/(C-1)``: ``W^c = s eps/(lambda (C-1)) (mu_c - mu_G)``,
-``|W^c|^2 = s (eps - C eps^2/(C-1)) / (C lambda)``, ``cos(W^c, W^c') = -1/(C-1)``. science.md
+``|W^c|^2 = s (eps - C eps^2/(C-1)) / (C lambda)``, ``cos(W^c, W^c') = -1/(C-1)``. docs/science.md
 writes these with ``s = 1`` (the ``1/(2N)`` normalisation); with this package's ``s = 1/C`` they
 carry the extra factor ``1/C``. A bias-free net with ``lambda > 0`` shrinks the mean output too, so
 in practice ``delta != eps/(C-1)``: :func:`quasi_interpolation` measures both and checks the
@@ -194,7 +194,7 @@ def symmetric_quasi_interpolation(eps: float, C: int, lam: float, *, loss_scale:
 def nc_loss_without_decay(alpha: float, C: int, *, loss_scale: float = 1.0) -> float:
     """MSE of a collapsed net with ``W M = alpha C/(C-1) (I - 11^T/C)`` (outputs alpha on the class,
     ``-alpha/(C-1)`` elsewhere): ``s (1/2)((1 - alpha)^2 + alpha^2/(C-1))``, minimal ``s/(2C)``
-    at ``alpha = (C-1)/C`` and never 0, so NC solutions do not interpolate (science.md §3.4 uses
+    at ``alpha = (C-1)/C`` and never 0, so NC solutions do not interpolate (docs/science.md §3.4 uses
     s = 1; the ``(1/2NC)`` loss of this package has ``s = 1/C``)."""
     if C < 2:
         raise ValueError(f"need C >= 2 classes, got {C!r}")

@@ -1,7 +1,7 @@
 """Simplex equiangular tight frames, orthogonal frames, and the collapse metrics they must give.
 
 Frames are returned as ``(p, C)`` matrices whose columns are the C class vectors (the layout of
-the centred means ``M~`` in science.md §1). Collapsed features are ``H = M.T[y]`` and the
+the centred means ``M~`` in docs/science.md §1). Collapsed features are ``H = M.T[y]`` and the
 classifier aligned with them is ``W = M.T``.
 
 A simplex ETF ``M`` has unit columns, ``M 1 = 0`` and

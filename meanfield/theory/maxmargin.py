@@ -2,7 +2,7 @@
 
 A ReLU neuron is 1-homogeneous, so every network of bounded variation norm is a signed measure
 over *unit* neurons ``(w, b)`` (unit in the l2 form ``sqrt(w^2 + b^2) = 1`` or in the l1 form
-``|w| + |b| = 1``, science.md §2) and its norm is the total variation of that measure. On a grid
+``|w| + |b| = 1``, docs/science.md §2) and its norm is the total variation of that measure. On a grid
 of G unit neurons the maximum-margin problem is a linear program in ``c = c+ - c-``:
 
 .. math::
@@ -13,7 +13,7 @@ of G unit neurons the maximum-margin problem is a linear program in ``c = c+ - c
 
 The grid optimum is a lower bound on the continuum one that converges as the grid is refined;
 grids from :func:`unit_grid` contain the directions of the seed family
-``f_b(x) = (relu(x + b) - relu(b - x)) / (2 + 2b)`` for b in {0, 1/2, 1} (science.md §3.3), so on
+``f_b(x) = (relu(x + b) - relu(b - x)) / (2 + 2b)`` for b in {0, 1/2, 1} (docs/science.md §3.3), so on
 the seed data the grid optimum is exact: margin 1/sqrt 2 (l2, the single classifier b = 1) and
 1/2 (l1, a whole face containing every f_b). Ratios ``f(x) / f(x0)`` over the optimal face are
 bounded by a second, linear-fractional program (:func:`ratio_interval`, Charnes-Cooper).
@@ -257,7 +257,7 @@ def ratio_interval(X, y, x, *, x0: float = 1.0, norm: str = "l1", grid: int | np
 
 
 def seed_family_weights(b: float, grid: np.ndarray, norm: str = "l1") -> np.ndarray:
-    """The grid weights of ``f_b(x) = (relu(x + b) - relu(b - x)) / (2 + 2b)`` (science.md §3.3).
+    """The grid weights of ``f_b(x) = (relu(x + b) - relu(b - x)) / (2 + 2b)`` (docs/science.md §3.3).
 
     The neurons (1, b) and (-1, b), rescaled onto the unit circle of ``norm``, must be grid
     points (they are for b in {0, 1/2, 1} on grids of :func:`unit_grid` with G divisible by 24).

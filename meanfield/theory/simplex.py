@@ -1,4 +1,4 @@
-"""Simplex symmetry is optimal for expressive classes (science.md §3.1, Wojtowytsch & E).
+"""Simplex symmetry is optimal for expressive classes (docs/science.md §3.1, Wojtowytsch & E).
 
 Hypotheses ``h = A f`` with features ``|f(x)| <= R`` and a classifier of operator norm ``<= 1``;
 k balanced classes and the cross-entropy risk

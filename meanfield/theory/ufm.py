@@ -1,4 +1,4 @@
-"""Closed forms of the unconstrained features model (UFM) and the extended UFM (science.md §3.5).
+"""Closed forms of the unconstrained features model (UFM) and the extended UFM (docs/science.md §3.5).
 
 Balanced data: K classes, n samples per class, N = K n; ``mu = sqrt(n lW lH)``.
 
@@ -38,7 +38,7 @@ def collapse_margin(K: int, n: int, lW: float, lH: float) -> float:
     """``K sqrt(n lW lH) - 1``: the UFM's collapse boundary (MSE without or with a free bias, CE).
 
     Negative: the global minimiser is collapsed (nonzero, H at its class means, W dual to them);
-    positive: it is ``W = H = 0``; zero on the boundary (science.md §3.5; Zhu et al. 2021 for CE).
+    positive: it is ``W = H = 0``; zero on the boundary (docs/science.md §3.5; Zhu et al. 2021 for CE).
     The one place this boundary is written: experiments, phase diagrams and the atlas use it.
     """
     return K * math.sqrt(n * lW * lH) - 1.0
