@@ -2,7 +2,7 @@
 
 import math
 
-# Three-atom law (science.md §3.2): f(1) - f(-1) -> log(q3 p3 / (2 q1 p1)).
+# Three-atom law (docs/science.md §3.2): f(1) - f(-1) -> log(q3 p3 / (2 q1 p1)).
 # Tolerance 1e-2 absolute (the bound): the transient decays like 1/t and log-time Heun
 # has error O(ds^2); measured errors at t_end = 1e6, ds = 0.01 are ~1e-5.
 THREE_ATOM_CASES = [

@@ -65,7 +65,7 @@ def test_reading_is_computed_from_the_results(small_atlas):
     e = atlas.get_atlas("three_atoms")
     frozen = e.panels[0]
     st = atlas.panel_stats(frozen, atlas.panel_rows(frozen, out / "three_atoms"))
-    # frozen features: the gap tends to log(p3 / 2 p1) (science.md §3.2), so at p3/p1 = 0.25 and 4
+    # frozen features: the gap tends to log(p3 / 2 p1) (docs/science.md §3.2), so at p3/p1 = 0.25 and 4
     # it is far from 0 (|log 8| and |log 2|), never collapsed, and the theory side agrees
     assert st["n"] == 2 and st["collapsed"] == 0 and st["agree"] == 2
     for x, y, mean, *_ in st["cells"]:

@@ -24,7 +24,7 @@ def _overrides(model):
 
 
 def _nc1(h, y, p):
-    """Tr(Sigma_W Sigma_B^+) / C, written out with numpy (science.md §1)."""
+    """Tr(Sigma_W Sigma_B^+) / C, written out with numpy (docs/science.md §1)."""
     h, y, p = np.asarray(h, float), np.asarray(y), np.asarray(p, float) / np.sum(p)
     C = int(y.max()) + 1
     mus = [(p[y == c, None] * h[y == c]).sum(0) / p[y == c].sum() for c in range(C)]

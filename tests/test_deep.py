@@ -1,4 +1,4 @@
-"""Finite-width deep pipeline: weight-decay identities (science.md §3.4), the two-layer net against
+"""Finite-width deep pipeline: weight-decay identities (docs/science.md §3.4), the two-layer net against
 the mean-field flow (§2 scalings), training loop, fixed-ETF classifier and its memory."""
 
 import math

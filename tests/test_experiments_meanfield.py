@@ -1,4 +1,4 @@
-"""The mean-field experiments of science.md §3.1-3.3 at small sizes, with their stated tolerances."""
+"""The mean-field experiments of docs/science.md §3.1-3.3 at small sizes, with their stated tolerances."""
 
 import json
 import math

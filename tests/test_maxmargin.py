@@ -1,4 +1,4 @@
-"""The LP max-margin oracle on the seed family of science.md §3.3."""
+"""The LP max-margin oracle on the seed family of docs/science.md §3.3."""
 
 import math
 

@@ -1,5 +1,5 @@
 """UFM and extended UFM: optimised (float64, L-BFGS / plain GD) against the closed forms of
-science.md §3.5 (meanfield.theory.ufm).
+docs/science.md §3.5 (meanfield.theory.ufm).
 
 Tolerances: optimal value 1e-7 relative, W Hbar and W W^T 1e-4 (absolute where the answer is 0).
 Thresholds are ill-conditioned, so every case is checked to lie outside a band around them:
