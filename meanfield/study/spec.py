@@ -188,7 +188,9 @@ def parse_value(text: Any, tp, key: str):
             v = float(text)
         except (TypeError, ValueError):
             raise ValueError(f"{key} expects a number, got {text!r}") from None
-        if math.isnan(v):
+        # 'nan' as text (--set, --grid) is a typo or a bad value; a float NaN passed through the
+        # API reaches the experiment, which fails the point (a sweep records it as failed)
+        if math.isnan(v) and isinstance(text, str):
             raise ValueError(f"{key} expects a number, got {text!r} (NaN is not a parameter value)")
         return v
     if tp is str:
