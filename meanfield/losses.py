@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .registry import Registry
+
 __all__ = ["Loss", "get_loss", "list_losses", "signed_labels", "one_hot_targets"]
 
 
@@ -99,17 +101,23 @@ def _mse_grad(f, y):
     return f - one_hot_targets(y, f.shape[-1], f.dtype)
 
 
-_REGISTRY: dict[str, Loss] = {
-    "exponential": Loss("exponential", _exp_value, _exp_grad, binary=True, unbounded=True),
-    "logistic": Loss("logistic", _logistic_value, _logistic_grad, binary=True, unbounded=True),
-    "cross_entropy": Loss("cross_entropy", _ce_value, _ce_grad, min_outputs=2, unbounded=True),
-    "mse": Loss("mse", _mse_value, _mse_grad),
-}
+def _check_loss(name: str, loss) -> None:
+    if not isinstance(loss, Loss):
+        raise ValueError(f"loss {name!r} must be a meanfield.losses.Loss, got {type(loss).__name__}")
+
+
+LOSSES: Registry = Registry("loss", check=_check_loss,
+                            hint="add one with meanfield.losses.LOSSES.register(name, Loss(...))")
+for _l in (Loss("exponential", _exp_value, _exp_grad, binary=True, unbounded=True),
+           Loss("logistic", _logistic_value, _logistic_grad, binary=True, unbounded=True),
+           Loss("cross_entropy", _ce_value, _ce_grad, min_outputs=2, unbounded=True),
+           Loss("mse", _mse_value, _mse_grad)):
+    LOSSES.register(_l.name, _l, builtin=True)
 
 
 def list_losses() -> list[str]:
     """Names of every registered loss."""
-    return sorted(_REGISTRY)
+    return LOSSES.list()
 
 
 def get_loss(name: str | Loss) -> Loss:
@@ -120,7 +128,4 @@ def get_loss(name: str | Loss) -> Loss:
     """
     if isinstance(name, Loss):
         return name
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(list_losses())}") from None
+    return LOSSES.get(name)

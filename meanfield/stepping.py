@@ -17,29 +17,35 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .registry import Registry
+
 __all__ = ["State", "VelFn", "register_integrator", "list_integrators", "get_integrator",
            "next_dt", "passed"]
 
 State = tuple  # (a, w, b)
 VelFn = Callable[[State], State]
 
-_INTEGRATORS: dict[str, Callable[[State, float, VelFn], State]] = {}
+def _check_step(name: str, step) -> None:
+    if not callable(step):
+        raise ValueError(f"integrator {name!r} must be callable step(state, dt, vel) -> state")
 
 
-def register_integrator(name: str, step: Callable[[State, float, VelFn], State]) -> None:
+INTEGRATORS: Registry = Registry("integrator", check=_check_step,
+                                 hint="add one with meanfield.flow.register_integrator")
+
+
+def register_integrator(name: str, step: Callable[[State, float, VelFn], State], *,
+                        overwrite: bool = False) -> None:
     """Register ``step(state, dt, vel) -> new_state`` (state is the tuple (a, w, b))."""
-    _INTEGRATORS[name] = step
+    INTEGRATORS.register(name, step, overwrite=overwrite)
 
 
 def list_integrators() -> list[str]:
-    return sorted(_INTEGRATORS)
+    return INTEGRATORS.list()
 
 
 def get_integrator(name: str) -> Callable[[State, float, VelFn], State]:
-    try:
-        return _INTEGRATORS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown integrator {name!r}; valid: {', '.join(list_integrators())}") from None
+    return INTEGRATORS.get(name)
 
 
 def _axpy(s: State, dt: float, v: State) -> State:
@@ -65,9 +71,8 @@ def _rk4(s, dt, vel):
                  for x, u1, u2, u3, u4 in zip(s, k1, k2, k3, k4))
 
 
-register_integrator("euler", _euler)
-register_integrator("heun", _heun)
-register_integrator("rk4", _rk4)
+for _name, _step in (("euler", _euler), ("heun", _heun), ("rk4", _rk4)):
+    INTEGRATORS.register(_name, _step, builtin=True)
 
 
 def passed(t: float, target: float) -> bool:

@@ -393,7 +393,7 @@ def test_registry():
     D.register_distribution("test_halves", lambda: D.from_function(_halves, num_classes=2), "halves",
                             overwrite=True)
     assert "test_halves" in D.list_distributions()
-    with pytest.raises(ValueError, match="built-ins cannot be replaced"):
+    with pytest.raises(ValueError, match="built in and cannot be replaced"):
         D.register_distribution("moons", D.Moons, overwrite=True)
 
 

@@ -59,3 +59,55 @@ def test_load_object_errors():
     with pytest.raises(ValueError, match="no attribute"):
         load_object("os:no_such_attr")
 
+
+
+def test_every_kind_of_name_is_one_registry_type():
+    from meanfield.activations import ACTIVATIONS
+    from meanfield.atlas import ATLAS
+    from meanfield.backends.base import BACKENDS
+    from meanfield.data.registry import DISTRIBUTIONS
+    from meanfield.losses import LOSSES
+    from meanfield.models import MODELS
+    from meanfield.phase import THEORIES
+    from meanfield.stepping import INTEGRATORS
+    from meanfield.study.experiment import EXPERIMENTS
+
+    kinds = {"activation": ACTIVATIONS, "atlas entry": ATLAS, "backend": BACKENDS,
+             "distribution": DISTRIBUTIONS, "loss": LOSSES, "model": MODELS,
+             "theory boundary": THEORIES, "integrator": INTEGRATORS, "experiment": EXPERIMENTS}
+    for kind, reg in kinds.items():
+        assert isinstance(reg, Registry) and reg.kind == kind
+        with pytest.raises(ValueError, match=rf"unknown {kind} 'no_such_name'; valid: "):
+            reg.get("no_such_name")
+        if kind != "theory boundary":
+            assert len(reg) >= 1
+            first = reg.list()[0]
+            assert reg.is_builtin(first)
+            with pytest.raises(ValueError, match="built in"):
+                reg.register(first, reg.get(first))
+
+
+def test_a_user_entry_round_trips_through_the_public_functions():
+    import torch
+
+    from meanfield.data import get_distribution, list_distributions, register_distribution
+    from meanfield.data.core import PointMasses
+    from meanfield.data.registry import unregister_distribution
+    from meanfield.flow import get_integrator, list_integrators, register_integrator
+
+    register_distribution("reg_test_atoms", lambda gap=1.0: PointMasses([[-gap], [gap]], [0, 1], [1, 1]))
+    try:
+        assert "reg_test_atoms" in list_distributions()
+        s = get_distribution("reg_test_atoms", gap=2.0).sample(seed=0)
+        assert torch.equal(s.X[:, 0], torch.tensor([-2.0, 2.0], dtype=s.X.dtype))
+        with pytest.raises(ValueError, match="already registered"):
+            register_distribution("reg_test_atoms", lambda: None)
+    finally:
+        unregister_distribution("reg_test_atoms")
+    assert "reg_test_atoms" not in list_distributions()
+    register_integrator("reg_test_euler", get_integrator("euler"))
+    try:
+        assert "reg_test_euler" in list_integrators()
+    finally:
+        from meanfield.stepping import INTEGRATORS
+        INTEGRATORS.unregister("reg_test_euler")

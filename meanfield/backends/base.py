@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..activations import Activation
+from ..registry import Registry
 
 __all__ = ["Backend", "get_backend", "list_backends", "register_backend", "resolve_backend",
            "check_operands"]
@@ -45,23 +45,30 @@ class Backend(Protocol):
         """(v_a (B, m, k), v_w (B, m, d) or None, v_b (B, m) or None); None when inner=False."""
 
 
-_FACTORIES: dict[str, str | Callable[[], Backend]] = {
-    "dense": "meanfield.backends.dense:DenseBackend",
-    "keops": "meanfield.backends.keops:KeOpsBackend",
-    "numba": "meanfield.backends.numba_cpu:NumbaBackend",
-}
+def _check_factory(name: str, factory) -> None:
+    if not callable(factory):
+        raise ValueError(f"backend {name!r} needs a factory: a callable returning a Backend")
+
+
+# name -> factory (a class or callable returning a Backend); built-ins are imported on first use
+BACKENDS: Registry = Registry("backend", check=_check_factory,
+                              hint="or 'auto'; add one with meanfield.backends.register_backend")
+for _name, _spec in (("dense", "meanfield.backends.dense:DenseBackend"),
+                     ("keops", "meanfield.backends.keops:KeOpsBackend"),
+                     ("numba", "meanfield.backends.numba_cpu:NumbaBackend")):
+    BACKENDS.register(_name, _spec, builtin=True)
 _INSTANCES: dict[str, Backend] = {}
 
 
-def register_backend(name: str, factory: Callable[[], Backend]) -> None:
+def register_backend(name: str, factory: Callable[[], Backend], *, overwrite: bool = True) -> None:
     """Register a backend factory under a name (for experiments with a new reduction engine)."""
-    _FACTORIES[name] = factory
+    BACKENDS.register(name, factory, overwrite=overwrite)
     _INSTANCES.pop(name, None)
 
 
 def list_backends() -> list[str]:
     """Registered backend names, plus ``auto``."""
-    return sorted(_FACTORIES) + ["auto"]
+    return BACKENDS.list() + ["auto"]
 
 
 def get_backend(name: str | Backend) -> Backend:
@@ -73,17 +80,12 @@ def get_backend(name: str | Backend) -> Backend:
     """
     if not isinstance(name, str):
         return name
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(list_backends())}")
     if name not in _INSTANCES:
-        fac = _FACTORIES[name]
-        if isinstance(fac, str):
-            mod, cls = fac.split(":")
-            try:
-                fac = getattr(importlib.import_module(mod), cls)
-            except ImportError as e:  # pragma: no cover - depends on the environment
-                raise ValueError(f"backend {name!r} cannot be loaded ({e}); install its library "
-                                 "or use backend='dense'") from e
+        try:
+            fac = BACKENDS.get(name)
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ValueError(f"backend {name!r} cannot be loaded ({e}); install its library "
+                             "or use backend='dense'") from e
         _INSTANCES[name] = fac()
     be = _INSTANCES[name]
     if not be.available():

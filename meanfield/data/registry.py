@@ -10,9 +10,22 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-__all__ = ["register_distribution", "get_distribution", "list_distributions", "describe_distribution"]
+from ..registry import Registry
 
-_REGISTRY: dict[str, tuple[Callable, str, bool]] = {}
+__all__ = ["DISTRIBUTIONS", "register_distribution", "unregister_distribution", "get_distribution",
+           "list_distributions", "describe_distribution"]
+
+
+def _check(name: str, factory) -> None:
+    if not callable(factory):
+        raise ValueError(f"factory for {name!r} must be callable")
+
+
+DISTRIBUTIONS: Registry = Registry(
+    "distribution", loader=lambda: _ensure(), check=_check,
+    hint="or module:attribute of a factory in your code; register your own with "
+         "meanfield.data.register_distribution")
+_DESCRIPTIONS: dict[str, str] = {}
 
 
 def register_distribution(name: str, factory: Callable, description: str = "", *,
@@ -22,40 +35,36 @@ def register_distribution(name: str, factory: Callable, description: str = "", *
     Raises:
         ValueError: the name is taken (pass ``overwrite=True`` for user entries; built-ins stay).
     """
-    _ensure()
-    if not callable(factory):
-        raise ValueError(f"factory for {name!r} must be callable")
-    if name in _REGISTRY and (_REGISTRY[name][2] or not overwrite):
-        raise ValueError(f"distribution {name!r} is already registered; pass overwrite=True to "
-                         "replace a user-defined one (built-ins cannot be replaced)")
-    _REGISTRY[name] = (factory, description or (factory.__doc__ or "").strip().split("\n")[0], False)
+    DISTRIBUTIONS.register(name, factory, overwrite=overwrite)
+    _DESCRIPTIONS[name] = description or (factory.__doc__ or "").strip().split("\n")[0]
+
+
+def unregister_distribution(name: str) -> None:
+    """Remove a user-registered distribution."""
+    DISTRIBUTIONS.unregister(name)
+    _DESCRIPTIONS.pop(name, None)
 
 
 def list_distributions() -> list[str]:
     """Names of every registered distribution."""
-    _ensure()
-    return sorted(_REGISTRY)
+    return DISTRIBUTIONS.list()
 
 
 def _lookup(name: str):
-    _ensure()
-    if isinstance(name, str) and ":" in name and name not in _REGISTRY:
+    if isinstance(name, str) and ":" in name and name not in DISTRIBUTIONS:
         from ..registry import load_object   # a factory in the user's code: "module:attribute"
         factory = load_object(name)
         if not callable(factory):
             raise ValueError(f"distribution {name!r} is not callable (a factory returning a "
                              "Distribution is expected)")
-        return (factory, (factory.__doc__ or "").strip().split("\n")[0], False)
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown distribution {name!r}; valid: {', '.join(list_distributions())} "
-                         "(or register your own with meanfield.data.register_distribution)") from None
+        return factory, (factory.__doc__ or "").strip().split("\n")[0]
+    factory = DISTRIBUTIONS.get(name)
+    return factory, _DESCRIPTIONS.get(name, "")
 
 
 def describe_distribution(name: str) -> dict:
     """``{"name", "description", "params": {param: default or None}}`` for one entry."""
-    factory, desc, _ = _lookup(name)
+    factory, desc = _lookup(name)
     params = {}
     for p in inspect.signature(factory).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -70,7 +79,7 @@ def get_distribution(name: str, **params):
     Raises:
         ValueError: unknown name (listing the valid ones) or parameters it does not take.
     """
-    factory, _, _ = _lookup(name)
+    factory, _ = _lookup(name)
     try:
         inspect.signature(factory).bind(**params)
     except TypeError as e:
@@ -80,8 +89,6 @@ def get_distribution(name: str, **params):
 
 
 def _ensure() -> None:
-    if _REGISTRY:
-        return
     from . import real, shapes, synthetic
     from .core import point_masses
 
@@ -105,4 +112,5 @@ def _ensure() -> None:
         "cifar10": (real.cifar10, "CIFAR-10 python batches from a local folder"),
     }
     for name, (factory, desc) in builtins.items():
-        _REGISTRY[name] = (factory, desc, True)
+        DISTRIBUTIONS.register(name, factory, builtin=True)
+        _DESCRIPTIONS[name] = desc
