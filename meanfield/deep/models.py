@@ -67,6 +67,23 @@ class _Base(nn.Module):
         return self.classifier.weight.shape[0]
 
 
+def _build_stack(net: nn.Module, d_in: int, width, depth: int, num_classes: int, *, bias: bool,
+                 init_scale: float, seed, dtype, device) -> None:
+    """``net.hidden`` (depth - 1 linear layers) and ``net.classifier``, He-initialised from ``seed``."""
+    widths = [width] * (depth - 1) if isinstance(width, int) else list(width)
+    _check_pos(d_in=d_in, depth=depth, num_classes=num_classes)
+    if depth < 2 or len(widths) != depth - 1 or any(int(w) != w or w < 1 for w in widths):
+        raise ValueError(f"depth must be >= 2 with depth - 1 positive hidden widths; got "
+                         f"depth={depth}, widths={widths}")
+    dims = [d_in] + widths
+    net.hidden = nn.ModuleList(nn.Linear(dims[i], dims[i + 1], bias=bias) for i in range(depth - 1))
+    net.classifier = nn.Linear(dims[-1], num_classes, bias=bias)
+    g = _gen(seed)
+    for lin in list(net.hidden) + [net.classifier]:
+        _init_linear(lin, g, math.sqrt(2.0) * init_scale)
+    net.to(dtype=dtype, device=device)
+
+
 class DeepHomogeneousMLP(_Base):
     """Bias-free ReLU network ``f = W_L relu(W_{L-1} ... relu(W_1 x))`` (positively 1-homogeneous in
     every W_k, the setting of docs/science.md §3.4).
@@ -87,18 +104,8 @@ class DeepHomogeneousMLP(_Base):
                  init_scale: float = 1.0, seed: Optional[int] = 0, dtype: torch.dtype = torch.float32,
                  device=None):
         super().__init__()
-        widths = [width] * (depth - 1) if isinstance(width, int) else list(width)
-        _check_pos(d_in=d_in, depth=depth, num_classes=num_classes)
-        if depth < 2 or len(widths) != depth - 1 or any(int(w) != w or w < 1 for w in widths):
-            raise ValueError(f"depth must be >= 2 with depth - 1 positive hidden widths; got "
-                             f"depth={depth}, widths={widths}")
-        dims = [d_in] + widths
-        self.hidden = nn.ModuleList(nn.Linear(dims[i], dims[i + 1], bias=False) for i in range(depth - 1))
-        self.classifier = nn.Linear(dims[-1], num_classes, bias=False)
-        g = _gen(seed)
-        for lin in list(self.hidden) + [self.classifier]:
-            _init_linear(lin, g, math.sqrt(2.0) * init_scale)
-        self.to(dtype=dtype, device=device)
+        _build_stack(self, d_in, width, depth, num_classes, bias=False, init_scale=init_scale,
+                     seed=seed, dtype=dtype, device=device)
 
     def features(self, x: Tensor) -> Tensor:
         h = x.flatten(1)
@@ -126,19 +133,9 @@ class MLP(_Base):
                  activation: str = "relu", init_scale: float = 1.0, seed: Optional[int] = 0,
                  dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
-        widths = [width] * (depth - 1) if isinstance(width, int) else list(width)
-        _check_pos(d_in=d_in, depth=depth, num_classes=num_classes)
-        if depth < 2 or len(widths) != depth - 1 or any(int(w) != w or w < 1 for w in widths):
-            raise ValueError(f"depth must be >= 2 with depth - 1 positive hidden widths; got "
-                             f"depth={depth}, widths={widths}")
         self.act = get_activation(activation)
-        dims = [d_in] + widths
-        self.hidden = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(depth - 1))
-        self.classifier = nn.Linear(dims[-1], num_classes)
-        g = _gen(seed)
-        for lin in list(self.hidden) + [self.classifier]:
-            _init_linear(lin, g, math.sqrt(2.0) * init_scale)
-        self.to(dtype=dtype, device=device)
+        _build_stack(self, d_in, width, depth, num_classes, bias=True, init_scale=init_scale,
+                     seed=seed, dtype=dtype, device=device)
 
     def features(self, x: Tensor) -> Tensor:
         h = x.flatten(1)
