@@ -57,6 +57,8 @@ def plot_trajectories(snapshots: Sequence[dict], *, system: int = 0, normalise: 
         state, no backend change).
     """
     from matplotlib.figure import Figure
+
+    from .plotting import class_colour
     t, x, y, a, size, xlabel = trajectory_arrays(snapshots, system=system, normalise=normalise)
     K = min(x.shape[1], max_neurons)
     if ax is None:
@@ -65,14 +67,14 @@ def plot_trajectories(snapshots: Sequence[dict], *, system: int = 0, normalise: 
     else:
         fig = ax.figure
     for i in range(K):
-        c = "tab:blue" if a[-1, i] >= 0 else "tab:red"
+        c = class_colour(1) if a[-1, i] >= 0 else class_colour(0)
         ax.plot(x[:, i], y[:, i], color=c, alpha=0.25, lw=0.8)
     s = 80 * size[-1, :K] / max(size[-1, :K].max(), 1e-300) + 2
     pos = a[-1, :K] >= 0
     ax.scatter(x[0, :K], y[0, :K], s=4, color="0.5", label="start", zorder=2)
-    ax.scatter(x[-1, :K][pos], y[-1, :K][pos], s=s[pos], color="tab:blue", edgecolor="k", lw=0.3,
+    ax.scatter(x[-1, :K][pos], y[-1, :K][pos], s=s[pos], color=class_colour(1), edgecolor="k", lw=0.3,
                label="a > 0 (end)", zorder=3)
-    ax.scatter(x[-1, :K][~pos], y[-1, :K][~pos], s=s[~pos], color="tab:red", edgecolor="k", lw=0.3,
+    ax.scatter(x[-1, :K][~pos], y[-1, :K][~pos], s=s[~pos], color=class_colour(0), edgecolor="k", lw=0.3,
                label="a < 0 (end)", zorder=3)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("bias b" + (" (direction)" if normalise else ""))

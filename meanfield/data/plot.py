@@ -40,7 +40,7 @@ def plot_distribution(samples, ax=None, *, title: Optional[str] = None, max_poin
     if s.n > max_points:
         keep = torch.argsort(p, descending=True)[:max_points]
         X, y, p = X[keep], y[keep], p[keep]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    from ..plotting import CLASS_COLOURS as colors   # one class-colour convention everywhere
     if s.d == 1:
         for c in range(C):
             m = y == c
