@@ -50,6 +50,7 @@ from ..study.batching import check_batch, split_history, stack_particles
 from ..study.snapshots import MODEL_FILE
 from ..study.spec import DataSpec, ModelSpec
 from .registry import (Experiment, ExperimentResult, RunContext, Science, flow_for, parse_dtype)
+from ..metrics import DegenerateMeansError
 
 THRESHOLD = 0.05
 REGIMES = ("auto", "unbounded", "direction", "bounded")
@@ -138,7 +139,7 @@ def output_stats(f: torch.Tensor, s) -> dict:
         pred = f.argmax(1)
     try:
         nc1_out = nan_if_none(neural_collapse(f, s.y, weights=p).nc1)
-    except ValueError:
+    except DegenerateMeansError:
         nc1_out = float("nan")
     return {"spread": oc.spread, "spread_rel": oc.spread / gap if gap > 0 else float("nan"),
             "nc1_out": nc1_out, "margin": oc.margin,
@@ -197,7 +198,7 @@ def run_meanfield(cfgs: list, seeds: list, ctx: RunContext) -> list[tuple[dict, 
         summary = output_stats(f, data[i])
         try:
             summary.update(_nc(particle_neural_collapse(net, data[i], backend="dense")))
-        except ValueError:
+        except DegenerateMeansError:
             summary.update(dict.fromkeys(("nc1", "nc1_trace", "nc3", "nc4"), float("nan")))
         summary["feature_spread"] = feature_spread(net.features(data[i].X)[0] / math.sqrt(net.m),
                                                     data[i])
@@ -236,7 +237,7 @@ def run_finite(cfg, seed: int, ctx: RunContext, checkpoint: str = "checkpoint.pt
     try:
         summary.update(_nc(neural_collapse(h, s.y, classifier=W,
                                            bias=None if b is None else b.detach(), weights=s.p)))
-    except ValueError:  # degenerate class means (e.g. the net decayed to 0): undefined
+    except DegenerateMeansError:  # every class mean equal (e.g. the net decayed to 0): undefined
         summary.update(dict.fromkeys(("nc1", "nc1_trace", "nc3", "nc4"), float("nan")))
     summary["feature_spread"] = feature_spread(h, s)
     summary.update({"risk": res.final["objective"], "loss": res.final["loss"], "steps": res.steps,
@@ -294,7 +295,12 @@ def _predictor(run, cfg, s):
     bias = cfg.bias_input if cfg.bias_input is not None else cfg.model.name == "deep"
     net = build_model(cfg.model, s.d + int(bias), _num_outputs(s), seed=0,
                       dtype=parse_dtype(cfg.dtype))
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:  # noqa: BLE001 - truncated, garbage or another model: name the file
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{path} is not a valid model file for this run ({type(e).__name__}: "
+                         f"{msg}); re-run with --overwrite") from None
     net.eval()
 
     def f(G):

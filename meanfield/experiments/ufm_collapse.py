@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from .registry import Experiment, ExperimentResult, RunContext, Science, Theory, agreement
+from ..metrics import DegenerateMeansError
 
 CASES = ("ce", "mse_none", "mse_free")
 NC_KEYS = ("nc1", "nc2_etf", "nc2_etf_w", "nc3", "gram_ortho_w")
@@ -115,7 +116,7 @@ def run(cfg: UFMCollapseConfig, ctx: RunContext) -> ExperimentResult:
         try:
             nc = neural_collapse(res.H.T, res.labels, classifier=res.W,
                                  bias=res.b if cfg.case != "mse_none" else None)
-        except ValueError:
+        except DegenerateMeansError:
             nc = None
     for k in NC_KEYS:
         v = getattr(nc, k) if nc is not None else None
