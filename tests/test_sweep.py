@@ -21,7 +21,7 @@ FIXED = {"flow.t_end": 1e3, "m": 30, "flow.ds": 0.05}
 GRID = {"data.p1": "0.5,1", "data.p3": "1,2"}
 
 
-def _same_table(a, b, rel=1e-6):
+def _same_table(a, b, rel=1e-12):
     """Same rows (ids, order, columns); numbers equal to rel; text equal."""
     assert [r["id"] for r in a] == [r["id"] for r in b]
     assert list(a[0]) == list(b[0])
@@ -133,6 +133,10 @@ def test_same_table_in_a_pool_and_on_dask(tmp_path):
                  workers=2, plot=False)  # a local process pool (forkserver/spawn)
     assert pool.computed == 8
     _same_table(batched.rows, pool.rows)
+    pool5 = sweep("three_atoms", GRID, seeds=2, fixed=FIXED, out=tmp_path / "p5", workers=5,
+                  plot=False)  # five workers: the 8 systems are grouped into other batches
+    assert pool5.computed == 8
+    _same_table(batched.rows, pool5.rows)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         dask = sweep("three_atoms", GRID, seeds=2, fixed=FIXED, out=tmp_path / "d",
