@@ -26,6 +26,9 @@ def _read_json(path: Path, what: str):
 
 def _csv(path: Path):
     import pandas as pd
+
+    from .record import check_csv
+    check_csv(path)  # truncated or garbage: a ValueError naming the file, not fewer rows
     try:
         df = pd.read_csv(path, keep_default_na=True)
     except pd.errors.EmptyDataError:

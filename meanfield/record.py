@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -284,10 +285,44 @@ def write_history(path, rows: Sequence[Mapping[str, Any]]) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def check_csv(path) -> str:
+    """The text of a CSV written by :func:`write_history`, or a ValueError naming the file.
+
+    The writer always ends the file with a line end and gives every row the header's fields, so a
+    file cut short (a torn copy, a full disk) or garbage is refused instead of read as fewer rows.
+    """
+    try:
+        with open(path, newline="") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is corrupt: not UTF-8 text ({e})") from None
+    if not text:
+        raise ValueError(f"{path} is empty (truncated?): expected at least a header line")
+    if not text.endswith("\n"):
+        raise ValueError(f"{path} is truncated: its last line has no line end")
+    if not text.strip():  # the header of no columns: a table without rows
+        return text
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise ValueError(f"{path} is corrupt: {e}") from None
+    width = len(rows[0])
+    for i, r in enumerate(rows[1:], 2):
+        if len(r) != width:
+            raise ValueError(f"{path} is corrupt or truncated: line {i} has {len(r)} fields for "
+                             f"{width} columns")
+    return text
+
+
 def read_history(path) -> list[dict]:
-    """Read a history/results CSV back (numbers as floats where they parse)."""
+    """Read a history/results CSV back (numbers as floats where they parse).
+
+    Raises:
+        ValueError: a truncated or corrupt file (named); see :func:`check_csv`.
+    """
     out = []
-    with open(path, newline="") as fh:
+    with io.StringIO(check_csv(path), newline="") as fh:
         for r in csv.DictReader(fh):
             row = {}
             for k, v in r.items():

@@ -39,7 +39,7 @@ def read_json(path: Path, what: str):
     """Parse a JSON file. Raises ValueError naming the file when it is unreadable or corrupt."""
     try:
         text = path.read_text()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read the {what} ({e})") from None
     try:
         return json.loads(text)

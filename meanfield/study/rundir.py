@@ -163,7 +163,15 @@ def plot_run(path: str | Path) -> list[str]:
     run = RunFiles.load(path)
     if run.experiment.plot is None:
         return []
-    return list(run.experiment.plot(run) or [])
+    try:
+        return list(run.experiment.plot(run) or [])
+    except (KeyError, TypeError, ValueError, IndexError) as e:  # files that parse but do not fit
+        if isinstance(e, ValueError) and str(Path(path)) in str(e):
+            raise  # already names the file
+        files = ", ".join(p.name for p in sorted(Path(path).iterdir())
+                          if p.suffix in (".json", ".csv", ".pt"))
+        raise ValueError(f"{path}: cannot draw the figures from its files ({files}): "
+                         f"{type(e).__name__}: {e}; is one corrupt? re-run with --overwrite") from None
 
 
 def _identity(rec: Mapping) -> dict:

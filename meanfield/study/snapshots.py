@@ -38,9 +38,14 @@ def load_snapshots(run) -> dict:
     path = run.path / TRAJECTORIES
     if not path.exists():
         return {}
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    return {name: [{"t": float(v["t"][i]), "a": v["a"][i], "w": v["w"][i], "b": v["b"][i]}
-                   for i in range(len(v["t"]))] for name, v in d.items()}
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        return {name: [{"t": float(v["t"][i]), "a": v["a"][i], "w": v["w"][i], "b": v["b"][i]}
+                       for i in range(len(v["t"]))] for name, v in d.items()}
+    except Exception as e:  # noqa: BLE001 - truncated, garbage or another layout: name the file
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{path} is not a valid trajectories file ({type(e).__name__}: {msg}); "
+                         "re-run with --overwrite") from None
 
 
 def draw_trajectories(ax, snaps: list, *, system: int = 0, normalise: bool = True,
