@@ -39,7 +39,20 @@ KILLS = {"run": 3, "sweep": 3, "overwrite": 1}
 SLOW_KILLS = {"run": 6, "sweep": 6, "overwrite": 4}
 ENV = {**os.environ, "KEOPS_CACHE_FOLDER": os.environ.get("KEOPS_CACHE_FOLDER",
                                                            str(Path(__file__).parents[1] / ".keops_cache"))}
-STATS = {"kills": 0, "killed_mid_run": 0, "finished_before_kill": 0, "corrupted": 0}
+STATS = {"kills": 0, "killed_mid_run": 0, "finished_before_kill": 0, "corrupted": 0,
+         "left_on_disk": {}}  # what a kill left: nothing / config / checkpoint / N points / finished
+
+
+def _note(state: str) -> None:
+    STATS["left_on_disk"][state] = STATS["left_on_disk"].get(state, 0) + 1
+
+
+def _run_left(out: Path) -> str:
+    if (out / "summary.json").exists():
+        return "finished"
+    if list(out.glob("checkpoint*.pt")):
+        return "checkpoint"
+    return "config" if (out / "config.json").exists() else "nothing"
 
 
 def _cli(argv, capsys=None):
@@ -129,10 +142,16 @@ def _delays(kind: str, n: int, hi: float) -> list[float]:
 def _kill_run_case(tmp_path, reference, delay):
     out = tmp_path / f"run-{delay}"
     _kill_after([*RUN_ARGS, "--out", out], delay)
-    code, _ = _cli([*RUN_ARGS, "--out", out])
-    assert code == 0, f"resume after a kill at {delay}s failed"
+    left = _run_left(out)
+    _note("run: " + left)
+    code, err = _cli([*RUN_ARGS, "--out", out])
+    if left == "finished":  # the kill came after summary.json: the same command refuses to redo it
+        assert code == 2, f"re-run of a run finished before the kill at {delay}s: {code}"
+    else:
+        assert code == 0, f"resume after a kill at {delay}s failed"
+        assert not (out / ".lock").exists()
     assert _run_state(out) == reference["run"], f"kill at {delay}s: resumed run differs"
-    assert not list(out.glob("checkpoint*")) and not (out / ".lock").exists()
+    assert not list(out.glob("checkpoint*"))
 
 
 @pytest.mark.parametrize("delay", _delays("run", KILLS["run"], 5.0))
@@ -153,6 +172,7 @@ def _overwrite_case(tmp_path, reference, delay):
     assert _run_state(out) == reference["old"]
     argv = [*RUN_ARGS, "--overwrite", "--out", out]
     _kill_after(argv, delay)
+    _note("overwrite: " + _run_left(out))
     if (out / "summary.json").exists():  # looks finished: must be wholly the old or the new run
         state = _run_state(out)
         assert state in (reference["old"], reference["run"]), \
@@ -178,6 +198,7 @@ def _sweep_case(tmp_path, reference, delay):
     out = tmp_path / f"sweep-{delay}"
     _kill_after([*SWEEP_ARGS, "--out", out], delay)
     before = _points(out)
+    _note(f"sweep: {len(before)} points")
     for name, raw in before.items():  # a point file on disk is whole and final
         rec = json.loads(raw)
         assert rec["status"] == "ok", (name, rec.get("error"))
@@ -219,6 +240,7 @@ def test_second_writer_on_one_out_is_refused(tmp_path, capsys, cmd):
         proc.kill()  # the first writer is not needed any more (a kill: its lock goes stale)
         proc.wait()
         proc.stderr.close()
+    assert first_running, "the first writer finished before the second started: the test proves nothing"
     if first_running:
         assert code == 2, err
         lines = err.strip().splitlines()
