@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .core import BaseDistribution, ClassMixture, PointMasses, allocate, relative_weights, union
+from .core import BaseDistribution, ClassMixture, PointMasses, _whole, allocate, relative_weights, union
 from .shapes import Annulus, Ball, Box, Region
 
 __all__ = ["GaussianMixture", "Moons", "Circles", "xor", "three_atoms", "line_classes", "Enclosure"]
@@ -170,7 +170,7 @@ def line_classes(points: int = 3, spacing: float = 1.0, class_masses=(1.0, 1.0))
     Atoms ``-1 - spacing k`` (class 0, -1) and ``1 + spacing k`` (class 1, +1), k = 0..points-1,
     equal masses within a class, class masses relative.
     """
-    if isinstance(points, bool) or int(points) != points or points < 1:
+    if not _whole(points) or points < 1:
         raise ValueError(f"points must be an integer >= 1, got {points!r}")
     if not (isinstance(spacing, (int, float)) and math.isfinite(spacing) and spacing > 0):
         raise ValueError(f"spacing must be a positive finite number, got {spacing!r}")

@@ -126,7 +126,8 @@ def check_labels(labels, n: int, num_classes: Optional[int], *, device) -> Tenso
         raise ValueError(f"labels out of range: they must lie in 0..{C - 1}, got "
                          f"{int(y.min())}..{int(y.max())} (pass num_classes or fix the labels)")
     if C < 2:
-        raise ValueError("a single class: collapse metrics need at least 2 classes")
+        raise ValueError("a single class in labels (num_classes = 1): collapse metrics need at "
+                         "least 2 classes")
     return y
 
 
