@@ -329,6 +329,15 @@ def _theory(ax, theory: Theory, rows, x, y, xs, ys, logx, logy, handles, Line2D)
         return
     gy = grid(ys, logy, 300) if len(ys) > 1 else np.array(ys)
     F = np.array([[f(a, b) for a in gx] for b in gy])
+    if len(gy) == 1:  # one row of cells: the line crosses it at points along x
+        row = F[0]
+        cross = [gx[i] for i in range(len(gx) - 1)
+                 if np.isfinite(row[i]) and np.isfinite(row[i + 1]) and np.sign(row[i]) != np.sign(row[i + 1])]
+        for c in cross:
+            ax.axvline(c, color="k", ls="--", lw=2.0)
+        if cross:
+            handles.append(Line2D([], [], color="k", ls="--", lw=2.0, label=theory.label))
+        return
     if np.isfinite(F).any() and np.nanmin(F) < 0 < np.nanmax(F) and len(gy) > 1:
         ax.contour(gx, gy, F, levels=[0.0], colors="k", linestyles="--", linewidths=2.0)
         handles.append(Line2D([], [], color="k", ls="--", lw=2.0, label=theory.label))

@@ -265,6 +265,9 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
     fixed_resolved = {k: base.get(k) for k in fixed}
     plugins = loaded_plugins() if plugins is None else list(plugins)
     out = check_out(Path(out) if out is not None else Path("sweeps") / name)
+    if (out / "config.json").exists() and not (out / "sweep.json").exists():
+        raise ValueError(f"--out {out} is a run directory; a sweep needs its own directory "
+                         "(choose another --out)")
     with DirLock(out, "sweep"):
         spec = read_spec(out)
         check_identity(out, spec, name, fixed_resolved, base, [a.key for a in axes])

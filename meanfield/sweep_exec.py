@@ -2,8 +2,8 @@
 
 A *unit* of work is a list of points that run together: one batched system when the experiment has
 a ``run_batch`` and the points share every parameter outside its ``batch_keys``, otherwise a single
-point. :func:`run_unit` computes a unit. When a batch cannot run *together* (``ValueError``, such as
-a NaN in one system or shapes that do not match, or a :class:`~meanfield.flow.DivergenceError`) it
+point. :func:`run_unit` computes a unit. When a batch cannot run *together* (an error a single point
+may raise: ``ValueError`` such as a NaN in one system, a divergence, an ``ArithmeticError``) it
 is re-run point by point, with a WARNING naming the batch and the error, and every point's file says
 so (``how: "fallback: <error>"``); any other exception is a bug and propagates. A point that fails
 on its own (``ValueError``, ``RuntimeError`` such as a divergence, ``ArithmeticError``) is recorded
@@ -37,12 +37,10 @@ class DaskTimeoutError(RuntimeError):
 
 
 def _batch_errors() -> tuple:
-    from .flow import DivergenceError
-    try:
-        from .metrics import DegenerateMeansError
-    except ImportError:  # pragma: no cover
-        DegenerateMeansError = ValueError
-    return (ValueError, DivergenceError, DegenerateMeansError, FloatingPointError)
+    """What makes a batch fall back to one point at a time: whatever one point may raise and still
+    be a result (:data:`POINT_ERRORS`: a bad value, a divergence, a division by zero in one
+    system), so a batched sweep records the same failures as an unbatched one."""
+    return POINT_ERRORS
 
 
 # what a single point may raise and still be a result (bad values, divergence, a singular

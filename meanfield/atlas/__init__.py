@@ -95,7 +95,7 @@ def run_atlas(out: str | Path, *, size: str = "default", only: Optional[Sequence
 
 
 _WIDTH_LIMIT = sizes({"widths": "10,30,100", "seeds": 4, "reference_m": 5000, "long_t": 0.2,
-                   "tracking_m": 30, "steps_tested": "0.05,0.1"}, {}, {"reference_m": 400000})
+                   "tracking_m": 30, "steps_tested": "0.025,0.05,0.1"}, {}, {"reference_m": 400000})
 
 
 def _write_json(path: Path, obj) -> None:
@@ -118,6 +118,9 @@ def atlas_command(*, out: str | Path = "atlas", size: str = "default", only: Opt
             print(line)
         return 0
     names = [s.strip() for s in only.split(",") if s.strip()] if only else None
+    if names is not None:  # --only: the width-limit run only when named
+        width_limit = width_limit and "width_limit" in names
+        names = [n for n in names if n != "width_limit"] or None
     for n in names or []:
         get_atlas(n)
     page = run_atlas(out, size=size, only=names, workers=workers, device=device, backend=backend,

@@ -22,7 +22,7 @@ THREE_ATOMS = AtlasEntry(
     "|f(1) − f(−1)| of class {−1, 1} at the final time; collapsed when below 0.05",
     "the dashed line p₃ = 2p₁ is the theorem for frozen flat features (docs/science.md §3.2); on "
     "the trainable-ReLU panel it is drawn as a reference only (no theory is claimed there)",
-    (Panel("frozen", "three_atoms", "frozen smoothstep features (t = 10⁶)", "data.p3", "data.p2",
+    (Panel("frozen", "three_atoms", "frozen smoothstep features", "data.p3", "data.p2",
            _THREE_GRID, sizes({"m": 60, "flow.t_end": 1e4}, {}, {"m": 3000}), logx=True),
      Panel("relu", "three_atoms_relu", "trainable ReLU, λ = 0", "data.p3", "data.p2",
            {**_THREE_GRID, "default": {"data.p3": "0.25,1,2,8", "data.p2": "0.5,2"}},

@@ -79,6 +79,9 @@ def samples(cfg, dtype=torch.float64, device="cpu"):
         raise ValueError(f"three_atoms needs the atoms -1, 0, 1 (data=three_atoms); got "
                          f"{cfg.data.name!r} with {s.n} points in {s.d}-D: use the experiment "
                          "'collapse' for other distributions")
+    if not (float(s.p[0]) > 0 and float(s.p[2]) > 0):
+        raise ValueError("data.p1 and data.p3 must be > 0: the law log(q3 p3 / 2 q1 p1) needs mass "
+                         f"on both atoms of class +1 (got masses {s.p.tolist()})")
     return s
 
 

@@ -16,6 +16,7 @@ same configuration resumes from its checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ __all__ = ["run_experiment", "RunFiles", "plot_run", "default_out", "check_out",
 # fields that differ between two otherwise identical runs (wall clock and provenance)
 PROVENANCE_FIELDS = ("started", "wall_seconds", "meanfield_version", "torch_version", "python",
                      "host", "backend_used")
+log = logging.getLogger(__name__)
 _IDENTITY = ("experiment", "parameters", "seed", "device", "backend")
 
 
@@ -238,45 +240,67 @@ def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
         return exp.run_one(cfg, RunContext(device=device, backend=backend, seed=seed,
                                            progress=progress, figures=False,
                                            checkpoint_every=checkpoint_every))
-    out_path = check_out(Path(out) if out is not None else default_out(name))
+    if out is None:
+        out = Path("runs") / name if overwrite else default_out(name)
+    out_path = check_out(Path(out))
+    if (out_path / "sweep.json").exists() or (out_path / "points").is_dir():
+        raise ValueError(f"--out {out_path} is a sweep directory; a run needs its own directory "
+                         "(choose another --out)")
     record = {"experiment": name, "parameters": to_dict(cfg), "seed": seed, "device": device,
               "backend": backend}
-    with DirLock(out_path, "run"):
-        cfg_file = out_path / "config.json"
-        if not overwrite and (out_path / "summary.json").exists():
-            raise FileExistsError(f"{out_path} already holds a finished run (summary.json); choose "
-                                  "another --out or pass --overwrite")
-        if not overwrite and cfg_file.exists():
+    created = not out_path.exists()
+    try:
+        with DirLock(out_path, "run"):
+            cfg_file = out_path / "config.json"
+            if not overwrite and (out_path / "summary.json").exists():
+                raise FileExistsError(f"{out_path} already holds a finished run (summary.json); choose "
+                                      "another --out or pass --overwrite")
+            if not overwrite and cfg_file.exists():
+                try:
+                    old = json.loads(cfg_file.read_text())
+                except (OSError, ValueError):
+                    old = {}
+                diff = _differences(_identity(old if isinstance(old, dict) else {}), _identity(record))
+                if diff:
+                    raise FileExistsError(
+                        f"{out_path} holds an unfinished run of another configuration (differs in "
+                        f"{'; '.join(diff[:4])}); pass --overwrite to discard it or choose another --out")
+            if overwrite:
+                _clear(out_path)
+            write_json(cfg_file, {**record, "meanfield_version": _version(),
+                                  "torch_version": torch.__version__,
+                                  "python": platform.python_version(),
+                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            ctx = RunContext(out=out_path, device=device, backend=backend, seed=seed,
+                             progress=progress, figures=True, checkpoint_every=checkpoint_every)
+            t0 = time.perf_counter()
             try:
-                old = json.loads(cfg_file.read_text())
-            except (OSError, ValueError):
-                old = {}
-            diff = _differences(_identity(old if isinstance(old, dict) else {}), _identity(record))
-            if diff:
-                raise FileExistsError(
-                    f"{out_path} holds an unfinished run of another configuration (differs in "
-                    f"{'; '.join(diff[:4])}); pass --overwrite to discard it or choose another --out")
-        if overwrite:
-            _clear(out_path)
-        write_json(cfg_file, {**record, "meanfield_version": _version(),
-                              "torch_version": torch.__version__,
-                              "python": platform.python_version(),
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        ctx = RunContext(out=out_path, device=device, backend=backend, seed=seed,
-                         progress=progress, figures=True, checkpoint_every=checkpoint_every)
-        t0 = time.perf_counter()
-        res = exp.run_one(cfg, ctx)
-        summary = dict(res.summary)
-        summary.setdefault("wall_seconds", round(time.perf_counter() - t0, 3))
-        write_history(out_path / "history.csv", res.history)
-        if res.particles is not None:
-            atomic_torch_save(res.particles.state_dict(), out_path / "particles.pt")
-        figures = tuple(res.figures)
-        if exp.plot is not None:
-            run = RunFiles(out_path, exp, cfg, summary, list(res.history), record, res.particles)
+                res = exp.run_one(cfg, ctx)
+            except BaseException:
+                # nothing to resume from (a value refused inside the experiment, a failure before the
+                # first checkpoint): leave no half directory that would block the corrected command
+                if not any(out_path.glob("checkpoint*.pt")):
+                    _clear(out_path)
+                raise
+            summary = dict(res.summary)
+            summary.setdefault("wall_seconds", round(time.perf_counter() - t0, 3))
+            write_history(out_path / "history.csv", res.history)
+            if res.particles is not None:
+                atomic_torch_save(res.particles.state_dict(), out_path / "particles.pt")
+            write_json(out_path / "summary.json", summary)  # marks the run finished
+            for p in out_path.glob("checkpoint*.pt"):
+                p.unlink(missing_ok=True)
+    finally:
+        if created and out_path.is_dir() and not any(out_path.iterdir()):
+            out_path.rmdir()  # a run refused inside the experiment leaves no directory
+    figures = tuple(res.figures)
+    if exp.plot is not None:  # from the files: a failing figure never costs the finished run
+        run = RunFiles(out_path, exp, cfg, summary, list(res.history), record, res.particles)
+        try:
             figures = tuple(exp.plot(run) or ())
-        write_json(out_path / "summary.json", summary)  # written last: marks the run finished
-        for p in out_path.glob("checkpoint*.pt"):
-            p.unlink(missing_ok=True)
+        except Exception as e:  # noqa: BLE001 - the run is finished and kept; say how to redraw
+            log.warning("figures of %s not drawn (%s: %s); the run is complete: fix the figure "
+                        "code and redraw with `meanfield plot %s`", out_path, type(e).__name__, e,
+                        out_path)
     return ExperimentResult(summary, res.history, res.particles, figures,
                             {**res.extra, "out": out_path})

@@ -214,18 +214,18 @@ def _spec_param(spec: _Spec, pname: str, value, key: str):
         raise ValueError(f"unknown parameter {pname!r} for {type(spec).__name__[:-4].lower()} "
                          f"{spec.name!r} (key {key!r}); its parameters: {', '.join(defaults) or '(none)'}")
     d = defaults.get(pname)
-    if isinstance(value, str):
-        if isinstance(d, bool):
-            value = parse_value(value, bool, key)
-        elif isinstance(d, int):
-            value = parse_value(value, int, key) if re.fullmatch(r"\s*[+-]?[\d.eE+-]+\s*", value) \
-                and float(value) == int(float(value)) else parse_value(value, float, key)
-        elif isinstance(d, float):
-            value = parse_value(value, float, key)
-        elif isinstance(d, str):
-            value = value
-        else:
-            value = parse_literal(value)
+    if isinstance(value, str) and "," in value:
+        return parse_literal(value)                     # a tuple (per-layer widths, masses, ...)
+    if isinstance(d, bool):
+        return parse_value(value, bool, key)
+    if isinstance(d, int):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return parse_value(value, int, key)         # 1.5, 1e999, "e": "key expects an integer"
+        return value
+    if isinstance(d, float):
+        return parse_value(value, float, key) if isinstance(value, (str, int, float)) else value
+    if isinstance(value, str) and not isinstance(d, str):
+        return parse_literal(value)
     return value
 
 
