@@ -154,6 +154,15 @@ def table_choice(act: Activation, dtype: torch.dtype, m: int, n: int, d: int,
                        f"{r['dense_s']:.2e}s")
 
 
+_CHOSEN: list[str] = []   # every backend resolved in this process, in order (see chosen_backends)
+
+
+def chosen_backends(start: int = 0) -> list[str]:
+    """The backends resolved since position ``start`` of this process's record (distinct, in
+    order); ``len(chosen_backends())`` is the position to start from."""
+    return list(dict.fromkeys(_CHOSEN[start:]))
+
+
 def resolve_backend(name: str | Backend, *, act: Activation, device: torch.device, m: int, n: int,
                     d: int, batch: int = 1, dtype: Optional[torch.dtype] = None) -> Backend:
     """Pick a concrete backend; ``auto`` chooses by device, per-system size and activation.
@@ -171,6 +180,7 @@ def resolve_backend(name: str | Backend, *, act: Activation, device: torch.devic
             raise ValueError(f"backend {be.name!r} does not support activation {act.name!r} on "
                              f"{device.type}; use backend='dense' (activations registered without "
                              "keops/numba kernels run on dense only)")
+        _CHOSEN.append(be.name)
         return be
     device = torch.device(device)
     if device.type == "cuda":
@@ -188,6 +198,7 @@ def resolve_backend(name: str | Backend, *, act: Activation, device: torch.devic
         else:
             pick, why = table_choice(act, dtype or torch.float64, m, n, d)
     log.info("backend auto -> %s (%s)", pick, why)
+    _CHOSEN.append(pick)
     return get_backend(pick)
 
 

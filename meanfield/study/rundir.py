@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from ..backends.base import _CHOSEN, chosen_backends
 from ..record import atomic_torch_save, read_history, write_history, write_json
 from .experiment import (Experiment, ExperimentResult, RunContext, check_seed, get_experiment,
                          resolve_config)
@@ -274,6 +275,7 @@ def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
             ctx = RunContext(out=out_path, device=device, backend=backend, seed=seed,
                              progress=progress, figures=True, checkpoint_every=checkpoint_every)
             t0 = time.perf_counter()
+            mark = len(_CHOSEN)
             try:
                 res = exp.run_one(cfg, ctx)
             except BaseException:
@@ -284,6 +286,9 @@ def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
                 raise
             summary = dict(res.summary)
             summary.setdefault("wall_seconds", round(time.perf_counter() - t0, 3))
+            used = chosen_backends(mark)
+            if used:  # provenance: what `auto` (or --backend) resolved to
+                write_json(cfg_file, {**json.loads(cfg_file.read_text()), "backend_used": used})
             write_history(out_path / "history.csv", res.history)
             if res.particles is not None:
                 atomic_torch_save(res.particles.state_dict(), out_path / "particles.pt")
