@@ -266,3 +266,13 @@ def test_real_atlas_list(capsys):
     assert "three_atoms:" in out and "ufm:" in out
     assert main(["atlas", "--only", "nope", "--out", "x"]) == 2
     assert "unknown atlas entry 'nope'" in _err_line(capsys)
+
+
+def test_a_blow_up_exits_non_zero_naming_the_divergence(tmp_path, capsys):
+    rc = main(["run", "enclosure", "--set", "flow.dt=1000", "--set", "n=40", "--set", "model.m=30",
+               "--out", str(tmp_path / "e"), "--quiet"])
+    assert rc == 1
+    err = _err_line(capsys)
+    for part in ("DivergenceError", "diverged at step", "t = ", "dt = ", "flow.dt"):
+        assert part in err, err
+    assert not (tmp_path / "e" / "summary.json").exists()
