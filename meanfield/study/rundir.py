@@ -282,7 +282,8 @@ def run_experiment(name: str, overrides: Optional[Mapping[str, Any]] = None, *,
                 # nothing to resume from (a value refused inside the experiment, a failure before the
                 # first checkpoint): leave no half directory that would block the corrected command
                 if not any(out_path.glob("checkpoint*.pt")):
-                    _clear(out_path)
+                    for f in ("config.json", "trajectories.pt", "model.pt"):  # this run's only
+                        (out_path / f).unlink(missing_ok=True)
                 raise
             summary = dict(res.summary)
             summary.setdefault("wall_seconds", round(time.perf_counter() - t0, 3))
