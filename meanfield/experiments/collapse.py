@@ -351,17 +351,22 @@ def plot(run, title: str = "", extra_text: str = "") -> list[str]:
         ax.set_title(f"trained output ({cfg.model.name}); accuracy {summ.get('accuracy', float('nan')):.3f}",
                      fontsize=9)
     ax = axes[-1]
-    rows = [r for r in run.history if isinstance(r.get("risk", r.get("loss")), float) and r["t"] > 0]
+    def objective(r):  # the summary's `risk`: data term + weight decay, for every model
+        return r.get("risk", r.get("objective"))
+
+    rows = [r for r in run.history if isinstance(objective(r), float) and r["t"] > 0]
     t = [r["t"] for r in rows]
-    risk = [r.get("risk", r.get("loss")) for r in rows]
+    risk = [objective(r) for r in rows]
     if t:
         finite = cfg.model.name != "meanfield"
         ax.plot(t, risk, "o-", ms=3, lw=1.5, color="k",
-                label="training risk" + (" (data term)" if finite else " (with weight decay)"))
+                label="training risk (data term + weight decay)")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        from matplotlib.ticker import NullFormatter
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        from matplotlib.ticker import LogFormatter
+        for axis in (ax.xaxis, ax.yaxis):  # label minor decades too: short ranges get ticks
+            axis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+            axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
         ax.set_xlabel("epoch" if finite else "flow time t")
         ax.set_ylabel("risk")
         ax.grid(alpha=0.3, which="both")
@@ -370,8 +375,8 @@ def plot(run, title: str = "", extra_text: str = "") -> list[str]:
     stat = _STATISTIC[reg]
     txt = (f"{reg} regime: {stat} = {summ.get(stat, float('nan')):.3g} "
            f"({'collapsed' if summ.get('collapsed') else 'not collapsed'}: threshold {THRESHOLD:g})\n"
-           f"nc1 = {summ.get('nc1', float('nan')):.3g}, output spread = {summ.get('spread', float('nan')):.3g}, "
-           f"spread_rel = {summ.get('spread_rel', float('nan')):.3g}")
+           + ", ".join(f"{k} = {summ.get(k, float('nan')):.3g}"
+                       for k in ("nc1", "spread", "spread_rel") if k != stat))
     ax.set_title(txt, fontsize=8)
     fig.suptitle(title or f"{cfg.data.name}: {cfg.model.name}, {cfg.flow.loss} loss, "
                  f"λ = {cfg.flow.lam:g}" + extra_text, fontsize=10)
