@@ -29,3 +29,25 @@ def activation_cases(kernel=None):
     from meanfield.activations import ACTIVATIONS
     return [name for name, act in ACTIVATIONS.items()
             if act.builtin and (kernel is None or getattr(act, kernel) is not None)]
+
+
+def collapsed_features(M, reps=3):
+    """Features at the columns of M (p, C), every class ``reps`` times: (H (C reps, p), labels)."""
+    import torch
+    C = M.shape[1]
+    y = torch.arange(C).repeat(reps)
+    return M.T[y], y
+
+
+def random_nc_problem(n=40, p=6, C=4, seed=0):
+    """A random NC problem in float64: features H (n, p) around class centres, labels y, a
+    classifier W (C, p), sample weights w (n,) and 7 out-of-distribution features O (7, p)."""
+    import torch
+    f64 = torch.float64
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % C
+    H = torch.randn(n, p, generator=g, dtype=f64) + 2 * torch.randn(C, p, generator=g, dtype=f64)[y]
+    W = torch.randn(C, p, generator=g, dtype=f64)
+    w = torch.rand(n, generator=g, dtype=f64) + 0.1
+    O = torch.randn(7, p, generator=g, dtype=f64) + 1.0
+    return H, y, W, w, O

@@ -13,23 +13,17 @@ from meanfield.metrics import (NC_FIELDS, margin, neural_collapse, normalised_ou
 from meanfield.theory.etf import (collapsed_metrics, orthogonal_frame, orthogonal_frame_nc3,
                                   random_rotation, simplex_etf, simplex_etf_gram_ortho)
 
+from cases import collapsed_features, random_nc_problem
+
 f64 = torch.float64
 
 
 def _collapsed(M, reps=3):
-    """Features at the columns of M (p, C), every class ``reps`` times."""
-    C = M.shape[1]
-    y = torch.arange(C).repeat(reps)
-    return M.T[y], y
+    return collapsed_features(M, reps)
 
 
 def _random_problem(n=40, p=6, C=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % C
-    H = torch.randn(n, p, generator=g, dtype=f64) + 2 * torch.randn(C, p, generator=g, dtype=f64)[y]
-    W = torch.randn(C, p, generator=g, dtype=f64)
-    w = torch.rand(n, generator=g, dtype=f64) + 0.1
-    return H, y, W, w
+    return random_nc_problem(n, p, C, seed)[:4]
 
 
 def _close(r1, r2, rel=1e-10, abs_=1e-12):

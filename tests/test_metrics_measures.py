@@ -13,23 +13,17 @@ from meanfield.metrics import (ALL_FIELDS, NEW_FIELDS, DegenerateMeansError, NCA
                                streaming_neural_collapse)
 from meanfield.theory.etf import orthogonal_frame, random_rotation, simplex_etf
 
+from cases import collapsed_features, random_nc_problem
+
 f64 = torch.float64
 
 
 def _collapsed(M, reps=3):
-    C = M.shape[1]
-    y = torch.arange(C).repeat(reps)
-    return M.T[y], y
+    return collapsed_features(M, reps)
 
 
 def _random_problem(n=40, p=6, C=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % C
-    H = torch.randn(n, p, generator=g, dtype=f64) + 2 * torch.randn(C, p, generator=g, dtype=f64)[y]
-    W = torch.randn(C, p, generator=g, dtype=f64)
-    w = torch.rand(n, generator=g, dtype=f64) + 0.1
-    O = torch.randn(7, p, generator=g, dtype=f64) + 1.0
-    return H, y, W, w, O
+    return random_nc_problem(n, p, C, seed)
 
 
 def _close(r1, r2, rel=1e-10, abs_=1e-12, fields=ALL_FIELDS):
