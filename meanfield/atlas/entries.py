@@ -117,4 +117,16 @@ UFM = AtlasEntry(
            logx=True, logy=True)),
     sizes(1, 2, 3))
 
-BUILTIN = (THREE_ATOMS, ENCLOSURE, ACTIVATION, DEEP_DIGITS, UFM)
+# Entries declared in their own modules: ``meanfield/atlas/<module>.py`` with a tuple ``ENTRIES``.
+_MODULES: tuple[str, ...] = ()
+
+
+def _from_modules() -> tuple:
+    import importlib
+    out: list = []
+    for m in _MODULES:
+        out.extend(importlib.import_module(f"{__package__}.{m}").ENTRIES)
+    return tuple(out)
+
+
+BUILTIN = (THREE_ATOMS, ENCLOSURE, ACTIVATION, DEEP_DIGITS, UFM) + _from_modules()
