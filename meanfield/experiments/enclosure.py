@@ -10,10 +10,14 @@ A preset of :mod:`meanfield.experiments.collapse` (same machinery, same columns)
 
     t^* = \\frac{r_{in} - r_0}{r_{in} + r_{out}}
 
-(0.2 at the default radii 0.5, 1, 1.5; computed from the radii set in ``data``), beyond which
-``hull_fraction > 0``: the geometric reference line of the phase diagrams. It is a statement about
-the data, not a collapse theorem: it marks where the geometry becomes non-convex in the sense of
-the three-atom counterexample (docs/science.md §3.2, a class inside the hull of the other).
+(0.2 at the default radii 0.5, 1, 1.5), beyond which ``hull_fraction > 0``: the geometric
+reference line of the phase diagrams. The line is *computed from the data*: a
+:class:`~meanfield.geometry.HullLine` bisects ``t`` on samples of the distribution built with the
+parameters in use (:func:`~meanfield.geometry.hull_boundary`, LPs), the same mechanism any
+distribution with a parameter can use; the closed form above is its oracle (summary ``t_hull``
+against ``t_hull_theory``). It is a statement about the data, not a collapse theorem: it marks
+where the geometry becomes non-convex in the sense of the three-atom counterexample
+(docs/science.md §3.2, a class inside the hull of the other).
 
 Models (``model``), all with one output and the binary logistic loss ``flow.loss`` plus weight
 decay ``flow.lam`` on every parameter (the bounded regime of docs/science.md §1 when ``lam > 0``):
@@ -23,8 +27,10 @@ third coordinate 1, see :mod:`~meanfield.experiments.collapse`), ``mlp``.
 
 Reported: the collapse columns (``nc1`` of the penultimate features — the phase diagrams'
 statistic —, ``nc1_out``, ``spread``, ``spread_rel``, margin, accuracy, risk, ...), plus
-``hull_fraction``, ``nonconvex`` (= hull_fraction > 0) and ``t_hull`` (t* above). Nothing here has a
-closed form: no ``_agrees`` key is written. Training stops at a fixed time / epoch count, stated in
+``hull_fraction``, ``nonconvex`` (= hull_fraction > 0) and ``t_hull`` (the boundary computed from
+samples, the theory line) with ``t_hull_theory`` (t* above), ``t_hull_tol``, ``t_hull_agrees``: the
+only ``_agrees`` key, a check of the geometry computation, not of collapse (nothing about
+collapse here has a closed form). Training stops at a fixed time / epoch count, stated in
 the summary (``t_end`` / ``epochs``): the atlas maps what training reaches in that budget.
 """
 
@@ -35,9 +41,10 @@ from typing import Optional
 
 from ..deep.train import TrainConfig
 from ..flow import FlowConfig
+from ..geometry import HullLine
 from ..study.spec import DataSpec, ModelSpec
 from . import collapse
-from .registry import Experiment, RunContext, Science, Theory
+from .registry import Experiment, RunContext, Science, Theory, agreement
 
 BATCH_KEYS = ("data.t", "flow.lam")
 RADII = {"r0": 0.5, "r_in": 1.0, "r_out": 1.5}
@@ -83,16 +90,24 @@ def t_hull(r0: float, r_in: float, r_out: float) -> float:
     return (r_in - r0) / (r_in + r_out)
 
 
+# the theory line: t - t*, with t* computed by LPs on 2000 samples of the distribution in use
+HULL_LINE = HullLine("enclosure", "t", 0.0, 1.0, n=2000, seed=0, tol=1e-3, ignore=("grid",))
+# sampled boundary vs closed form: the sample sits above t* by ~2e-3 at 2000 samples, plus tol / 2
+T_HULL_TOL = 0.01
+
+
 def hull_theory(p) -> float:
-    """t - t*(radii) from flat dotted parameters (negative: convex side, where collapse is expected)."""
+    """t - t*(radii) from the closed form (the oracle of :data:`HULL_LINE`; negative: convex side)."""
     r = {k: float(p.get(f"data.{k}", v)) for k, v in RADII.items()}
     return float(p["data.t"]) - t_hull(r["r0"], r["r_in"], r["r_out"])
 
 
 def _geometry_keys(summary: dict, cfg) -> dict:
     geo = geometry(cfg)
-    summary.update({"hull_fraction": geo.hull_fraction, "nonconvex": geo.hull_fraction > 0,
-                    "t_hull": t_hull(geo.r0, geo.r_in, geo.r_out)})
+    summary.update({"hull_fraction": geo.hull_fraction, "nonconvex": geo.hull_fraction > 0})
+    others = HULL_LINE.others({f"data.{k}": v for k, v in {**RADII, **cfg.data.kwargs}.items()})
+    agreement(summary, "t_hull", HULL_LINE.boundary(**others), t_hull(geo.r0, geo.r_in, geo.r_out),
+              T_HULL_TOL)
     # the horizon under its pre-redesign name
     summary["t_end" if cfg.model.name == "meanfield" else "epochs"] = summary["horizon"]
     return summary
@@ -129,8 +144,8 @@ EXPERIMENT = Experiment(
               "reference line: class −1 enters the hull of class +1 at t* = (r_in − r0)/(r_in + r_out))",
         source="docs/science.md §4 and §3.2 (a class inside the hull of the other)",
         regime="bounded", statistic="nc1", threshold=collapse.THRESHOLD, collapsed_below=True,
-        theory=Theory(hull_theory, ("data.t", "data.r0", "data.r_in", "data.r_out"),
-                      "reference: class −1 enters the hull of class +1 (t = t*)"),
+        theory=Theory(HULL_LINE, ("data.t", "data.r0", "data.r_in", "data.r_out"),
+                      "reference: class −1 enters the hull of class +1 (t*, computed by LPs)"),
         labels={"data.t": "geometry t (0: convex, separable; 1: class −1 enclosed)",
                 "flow.lam": "weight decay λ", "nc1": "NC1 of the penultimate features",
                 "model.depth": "depth (weight matrices)", "model.m": "particles m",

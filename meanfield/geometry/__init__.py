@@ -7,7 +7,8 @@ Public names (a contract other modules build on):
 - :class:`PairGeometry`, :class:`ClassGeometry`, :func:`class_geometry`, :func:`enclosed`
   (:mod:`.classes`): every pair of classes of a labelled set.
 - :func:`hull_boundary` (:mod:`.boundary`): where a one-parameter family first puts a class
-  inside another class's hull.
+  inside another class's hull; :class:`HullLine` (:mod:`.lines`): that boundary for a registered
+  distribution with the user's parameters, as the ``fn`` of a phase-diagram Theory.
 
 An engine module: numbers in, numbers out (numpy; torch tensors are accepted).
 """
@@ -15,6 +16,8 @@ An engine module: numbers in, numbers out (numpy; torch tensors are accepted).
 from .boundary import CRITERIA, hull_boundary
 from .classes import ClassGeometry, PairGeometry, class_geometry, enclosed
 from .hulls import hull_gap, hulls_intersect, in_hull, separation_margin
+from .lines import HullLine
 
 __all__ = ["in_hull", "hulls_intersect", "hull_gap", "separation_margin", "PairGeometry",
-           "ClassGeometry", "class_geometry", "enclosed", "hull_boundary", "CRITERIA"]
+           "ClassGeometry", "class_geometry", "enclosed", "hull_boundary", "CRITERIA",
+           "HullLine"]
