@@ -1,0 +1,175 @@
+"""Atlas entry ``pretrained``: backbone layer x weight decay -> output collapse of a head, with the
+geometric rule of :mod:`meanfield.predictor` as the theory line; and its validation.
+
+Each panel sweeps ``pretrained_head`` over (``data.layer``, ``flow.lam``) for one source data set
+and one head (mean-field particles, finite two-layer nets of width 10 and 1000; ReLU and tanh).
+The dashed line is THE RULE (committed before the runs): left of it / inside it the rule predicts
+collapse. :func:`validate` reads an entry directory and writes ``validation.json`` and
+``validation.md``: the confusion matrix, accuracy, balanced accuracy and base rates of the rule and
+of the activation-only baseline over every run, and every disagreement with its numbers
+(``python -m meanfield.atlas.pretrained DIR``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .entry import SIZES, AtlasEntry, Panel, sizes
+
+__all__ = ["ENTRIES", "PRETRAINED", "SOURCES", "HEAD_PANELS", "validate", "main"]
+
+SOURCES = ("digits", "mnist1d")
+#: (preset of meanfield.heads, activation) per panel
+HEAD_PANELS = (("meanfield", "relu"), ("meanfield", "tanh"), ("w10", "relu"), ("w1000", "relu"),
+               ("w1000", "tanh"))
+_TITLES = {"meanfield": "mean-field two-layer head (particles)", "w10": "two-layer head, width 10",
+           "w1000": "two-layer head, width 1000"}
+_GRID = sizes({"data.layer": "1,3", "flow.lam": "0.001,"},
+              {"data.layer": "0,1,2,3,4", "flow.lam": "1e-4,1e-3,1e-2"},
+              {"data.layer": "0,1,2,3,4", "flow.lam": "1e-5:1e-1:5:log"})
+_DATA = sizes({"data.per_class": 10, "data.epochs": 5},
+              {"data.per_class": 50, "data.epochs": 60},
+              {"data.per_class": 200, "data.epochs": 200})
+_HEAD = sizes({"model.m": 40, "flow.t_end": 10.0, "train.epochs": 30},
+              {"model.m": 300, "flow.t_end": 200.0, "train.epochs": 500},
+              {"model.m": 3000, "flow.t_end": 2000.0, "train.epochs": 5000})
+
+
+def _available(source: str) -> bool:
+    from ..data import list_distributions
+    return source in list_distributions()
+
+
+def _panel(source: str, head: str, act: str) -> Panel:
+    from ..experiments.pretrained_head import theory
+    from ..heads import head_overrides
+    fixed = {k: {"data.source": source, **head_overrides(head, activation=act), **_DATA[k],
+                 **{kk: v for kk, v in _HEAD[k].items()
+                    if kk != "model.m" or head == "meanfield"}} for k in SIZES}
+    return Panel(f"{source}_{head}_{act}", "pretrained_head", f"{source}: {_TITLES[head]}, {act}",
+                 "data.layer", "flow.lam", _GRID, fixed, theory=theory(act, source=source),
+                 logy=True, vmax=1.0)
+
+
+def _panels() -> tuple:
+    srcs = [s for s in SOURCES if s == "digits" or _available(s)]
+    return tuple(_panel(s, h, a) for s in srcs for h, a in HEAD_PANELS)
+
+
+PRETRAINED = AtlasEntry(
+    "pretrained",
+    "Heads on frozen backbone features: layer × weight decay → output collapse",
+    "bounded regime (weight decay λ > 0): NC1 of the head's outputs on the training features "
+    "(output_statistic), collapsed below 0.05, at the end of a fixed budget (flow time / epochs)",
+    "the dashed line is the geometric rule of docs/science.md §7.2 computed from the layer's "
+    "class geometry (LPs) and the head's activation — a prediction committed before the runs, "
+    "not a theorem; the rule's accuracy is in validation.md",
+    _panels(),
+    sizes(1, 3, 3))
+
+ENTRIES = (PRETRAINED,)
+
+
+# ----------------------------------------------------------------------------- validation
+def _measured(row) -> Optional[bool]:
+    v = row.get("output_statistic")
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return bool(row.get("output_collapsed"))
+
+
+def validate(entry_dir, entry: AtlasEntry = PRETRAINED, *, write: bool = True) -> dict:
+    """Score the rule (and the activation-only baseline) on every run of an entry directory.
+
+    Args:
+        entry_dir: ``ATLAS/pretrained`` (one sub-directory per panel, each a sweep).
+        entry: the atlas entry whose panels to read.
+        write: write ``validation.json`` and ``validation.md`` into ``entry_dir``.
+
+    Returns:
+        ``{"predictor_accuracy", "predictor_balanced_accuracy", "baseline_accuracy",
+        "baseline_balanced_accuracy", "base_rate_collapsed", "rule": {confusion...},
+        "baseline": {...}, "per_panel": {...}, "disagreements": [...]}``.
+
+    Raises:
+        ValueError: no finished run under ``entry_dir``.
+    """
+    from ..predictor import score
+    from ..sweep import load_results
+    d = Path(entry_dir)
+    pred, base, meas, dis, per = [], [], [], [], {}
+    for p in entry.panels:
+        if not (d / p.key / "results.csv").exists():
+            continue
+        rows = [r for r in load_results(d / p.key) if r.get("status", "ok") == "ok"]
+        pp, mm = [], []
+        for r in rows:
+            m, pr = _measured(r), bool(r.get("predicted_collapse"))
+            pred.append(pr)
+            base.append(bool(r.get("activation_only_prediction")))
+            meas.append(m)
+            pp.append(pr)
+            mm.append(m)
+            if m is not None and m != pr:
+                dis.append({"panel": p.key, "layer": r.get("data.layer"), "lam": r.get("flow.lam"),
+                            "seed": r.get("seed"), "predicted_collapse": pr, "measured_collapse": m,
+                            "output_statistic": r.get("output_statistic"),
+                            "accuracy": r.get("accuracy"), "risk": r.get("risk"),
+                            "geometry_separable": r.get("geometry_separable"),
+                            "geometry_enclosed": r.get("geometry_enclosed"),
+                            "geometry_max_inside": r.get("geometry_max_inside")})
+        per[p.key] = score(pp, mm)
+    if not pred:
+        raise ValueError(f"no finished run under {d}: run `meanfield atlas --only {entry.name}` first")
+    rule, bl = score(pred, meas), score(base, meas)
+    out = {"predictor_accuracy": rule["accuracy"],
+           "predictor_balanced_accuracy": rule["balanced_accuracy"],
+           "baseline_accuracy": bl["accuracy"], "baseline_balanced_accuracy": bl["balanced_accuracy"],
+           "base_rate_collapsed": rule["base_rate_collapsed"], "rule": rule, "baseline": bl,
+           "per_panel": per, "disagreements": dis}
+    if write:
+        from ..record import write_json
+        write_json(d / "validation.json", out)
+        (d / "validation.md").write_text(_markdown(out))
+    return out
+
+
+def _markdown(v: dict) -> str:
+    r, b = v["rule"], v["baseline"]
+    lines = ["# The geometric rule against the runs", "",
+             f"Runs scored: {r['n']} (undefined statistic: {r['undefined']}); measured collapse "
+             f"in {r['tp'] + r['fn']} ({100 * v['base_rate_collapsed']:.0f} %).", "",
+             "| | predicted collapse, measured collapse | predicted collapse, not | predicted none, "
+             "collapsed | predicted none, not | accuracy | balanced accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    for name, s in (("geometric rule", r), ("activation only (ReLU ⇒ no collapse)", b)):
+        lines.append(f"| {name} | {s['tp']} | {s['fp']} | {s['fn']} | {s['tn']} | "
+                     f"{s['accuracy']:.3f} | {s['balanced_accuracy']:.3f} |")
+    lines += ["", "Per panel (rule):", ""]
+    for k, s in v["per_panel"].items():
+        lines.append(f"- {k}: accuracy {s['accuracy']:.3f} over {s['n']} runs "
+                     f"(tp {s['tp']}, fp {s['fp']}, fn {s['fn']}, tn {s['tn']})")
+    lines += ["", f"Disagreements: {len(v['disagreements'])}", ""]
+    for x in v["disagreements"]:
+        lines.append(f"- {x['panel']}, layer {x['layer']:g}, λ = {x['lam']:g}, seed {x['seed']:g}: "
+                     f"predicted {'collapse' if x['predicted_collapse'] else 'none'}, output statistic "
+                     f"{x['output_statistic']:.3g}, training accuracy {x['accuracy']:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    """``python -m meanfield.atlas.pretrained ATLAS/pretrained``: print and write the validation."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m meanfield.atlas.pretrained ATLAS_DIR/pretrained", file=sys.stderr)
+        return 2
+    v = validate(args[0])
+    print(_markdown(v))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
