@@ -1,0 +1,47 @@
+"""Atlas entry ``imbalance``: minority collapse against the imbalance ratio (docs/science.md §6.1).
+
+K_A = 2 majority classes of n_A = ratio * n_B samples, K_B = 2 minority classes of n_B = 1; the
+statistic is the largest cosine between minority classifiers (collapsed above 0.999).
+
+- UFM (CE + weight decay λ = λ_W = λ_H), ratio × λ, with the threshold λ = √n_B / N as the
+  theory line (derived in §6.1 from the nuclear-norm form, checked against the convex program);
+- the layer-peeled model (norm budgets E = E_W = E_H), ratio × E: Fang et al.'s SDP (the global
+  optimum) beside the optimised nonconvex model; Fang et al. prove collapse only in the limit
+  ratio → ∞, so no line is drawn there.
+"""
+
+from __future__ import annotations
+
+from .entry import SIZES, AtlasEntry, Panel, sizes
+
+__all__ = ["ENTRIES", "IMBALANCE"]
+
+# integer ratios: n_A = ratio * n_B samples exactly (a log grid would round to repeated n_A)
+_RATIO = sizes("1,4,16", "1,2,3,4,6,8,12,16,24,32,48,64", "1,2,3,4,6,8,12,16,24,32,48,64,96,128,192,256")
+_LAM = sizes("0.02,0.07", "3e-3:0.3:6:log", "1e-3:0.3:13:log")
+_E = sizes("0.5,2", "0.25:4:6:log", "0.125:8:13:log")
+_UFM_GRID = {k: {"ratio": _RATIO[k], "lam": _LAM[k]} for k in SIZES}
+_LPM_GRID = {k: {"ratio": _RATIO[k], "E": _E[k]} for k in SIZES}
+_OPT = sizes({"max_iter": 300, "tol_grad": 1e-7}, {}, {"tol_grad": 1e-10, "max_iter": 20_000})
+
+IMBALANCE = AtlasEntry(
+    "imbalance", "Class imbalance: minority collapse (K_A = 2 majority, K_B = 2 minority classes, n_B = 1)",
+    "bounded regime (weight decay or norm budgets), global optimum: the largest cosine between "
+    "two minority classifiers w_b (rows of W); collapsed (minority collapse: the minority "
+    "classifiers coincide) when above 0.999; blank where the optimum is W = 0",
+    "on the UFM panel the dashed line λ = √n_B / N (N = K_A n_A + K_B n_B) is the sharp threshold "
+    "derived in docs/science.md §6.1 (the two-group threshold of Hong & Ling 2023, whose exact "
+    "statement we could not retrieve, so it is our derivation, checked against the convex "
+    "program); on the layer-peeled panels no line is drawn: Fang et al. (PNAS 2021) prove "
+    "collapse only as n_A / n_B → ∞",
+    (Panel("ufm", "imbalance_ufm", "UFM, CE + weight decay (L-BFGS, float64; blank: W = 0)",
+           "ratio", "lam", _UFM_GRID, _OPT, logx=True, logy=True),
+     Panel("lpm_sdp", "imbalance_lpm", "layer-peeled model: Fang et al.'s SDP (cvxpy, Clarabel)",
+           "ratio", "E", _LPM_GRID, sizes({"method": "sdp"}, {"method": "sdp"}, {"method": "sdp"}),
+           logx=True, logy=True),
+     Panel("lpm_opt", "imbalance_lpm", "layer-peeled model optimised (L-BFGS on the norm spheres)",
+           "ratio", "E", _LPM_GRID, {k: dict(v, method="optimised") for k, v in _OPT.items()},
+           logx=True, logy=True)),
+    sizes(1, 3, 5))
+
+ENTRIES = (IMBALANCE,)
