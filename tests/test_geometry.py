@@ -88,6 +88,14 @@ def test_separation_margin_closed_forms():
     assert separation_margin(1e3 * SQ, 1e3 * (SQ + [3.0, 0.0])) == pytest.approx(1e3, rel=1e-5)
 
 
+def test_margin_matches_a_hard_margin_svm_in_10d():
+    from sklearn.svm import SVC
+    rng = np.random.default_rng(2)
+    A, B = rng.normal(size=(15, 10)), rng.normal(size=(15, 10)) + 1.5
+    svm = SVC(kernel="linear", C=1e9, tol=1e-10).fit(np.r_[A, B], np.r_[np.zeros(15), np.ones(15)])
+    assert separation_margin(A, B) == pytest.approx(1 / np.linalg.norm(svm.coef_), rel=1e-4)
+
+
 # ------------------------------------------------------------------ class geometry
 def test_nested_squares_and_weights():
     inner = 0.25 + 0.5 * SQ                                   # inside the unit square

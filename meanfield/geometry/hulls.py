@@ -8,9 +8,11 @@ HiGHS's own primal feasibility tolerance (1e-7) bounds the resolution from below
 than about ``1e-7 * scale`` to a hull count as inside it.
 
 Cost: :func:`in_hull` solves one LP per query with ``k + 1`` variables and ``2 d`` inequality
-rows (``k`` hull points in ``R^d``), after two exact O(k d) filters per query (bounding box, and
-the direction from the hull's centroid to the query) that reject most outside points without an
-LP. :func:`hulls_intersect` is one LP with ``|A| + |B| + 1`` variables. :func:`separation_margin`
+rows (``k`` hull points in ``R^d``), after exact O(k d) filters per query that reject most outside
+points without an LP: the bounding box, the direction from the hull's centroid to the query, the
+distance to the hull's affine span (when the k points span less than ``R^d``, e.g. k <= d), and
+the separating directions returned by earlier LPs (their duals). A query inside the hull always
+costs an LP. :func:`hulls_intersect` is one LP with ``|A| + |B| + 1`` variables. :func:`separation_margin`
 adds one convex QP (cvxpy + Clarabel) of the same size when the hulls are disjoint.
 """
 
@@ -61,21 +63,39 @@ def _scale(*arrays) -> float:
     return max(1.0, *(float(np.abs(a).max()) for a in arrays))
 
 
-def _linprog(c, A_ub, b_ub, A_eq, b_eq) -> float:
+def _solve(c, A_ub, b_ub, A_eq, b_eq):
     from scipy.optimize import linprog
     res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
     if res.status != 0:   # the LPs here are always feasible and bounded: a numerical failure
         raise RuntimeError(f"HiGHS failed on a hull LP (status {res.status}: {res.message})")
-    return float(res.fun)
+    return res
+
+
+def _linprog(c, A_ub, b_ub, A_eq, b_eq) -> float:
+    return float(_solve(c, A_ub, b_ub, A_eq, b_eq).fun)
 
 
 class _HullLP:
-    """The LP ``min s : |P^T lam - q|_inf <= s, lam in the simplex`` for many queries ``q``."""
+    """The LP ``min s : |P^T lam - q|_inf <= s, lam in the simplex`` for many queries ``q``.
+
+    Its dual is ``max_{|u|_1 <= 1} u.q - max_p u.p``: every LP that finds a query outside also
+    returns a separating direction ``u`` (from the HiGHS marginals). The last :attr:`KEEP` such
+    directions are kept and tried first on later queries (an exact O(KEEP d) certificate).
+    """
+
+    KEEP = 128
 
     def __init__(self, P: np.ndarray):
         k, d = P.shape
         self.P, self.k = P, k
         self.lo, self.hi, self.centre = P.min(0), P.max(0), P.mean(0)
+        self.noise = 1e-9 * _scale(P)     # the filters' round-off floor
+        self.U = np.zeros((0, d))
+        self.Umax = np.zeros(0)
+        # the affine hull of P (when it is not all of R^d): an exact reject for queries off it
+        _, sv, Vt = np.linalg.svd(P - self.centre, full_matrices=False)
+        rank = int((sv > 1e-10 * max(1.0, float(sv[0]) if len(sv) else 0.0)).sum())
+        self.V = Vt[:rank] if rank < d else None
         ones = np.ones((d, 1))
         self.A_ub = np.block([[P.T, -ones], [-P.T, -ones]])
         self.A_eq = np.concatenate([np.ones(k), [0.0]])[None, :]
@@ -86,13 +106,32 @@ class _HullLP:
         out = max(float((self.lo - q).max()), float((q - self.hi).max()))
         if out > thresh:                                   # outside the bounding box
             return out
+        lim = max(thresh, self.noise)
         u = q - self.centre
         nu = float(np.abs(u).sum())
         if nu > 0:                                         # q beyond every point along u
             sep = (float(u @ q) - float((self.P @ u).max())) / nu   # a lower bound on the L-inf gap
-            if sep > thresh:
+            if sep > lim:
                 return sep
-        return _linprog(self.c, self.A_ub, np.concatenate([q, -q]), self.A_eq, [1.0])
+        if self.V is not None:                             # off the affine hull of P
+            r = u - self.V.T @ (self.V @ u)
+            off = float(np.linalg.norm(r)) / math.sqrt(len(q))   # <= the L-inf distance
+            if off > lim:
+                return off
+        if len(self.U):                                    # a direction that separated before
+            sep = float((self.U @ q - self.Umax).max())
+            if sep > lim:
+                return sep
+        res = _solve(self.c, self.A_ub, np.concatenate([q, -q]), self.A_eq, [1.0])
+        if res.fun > thresh and getattr(res, "ineqlin", None) is not None:
+            d = len(q)
+            u = res.ineqlin.marginals[:d] - res.ineqlin.marginals[d:]
+            nu = float(np.abs(u).sum())
+            if nu > 0:
+                u = u / nu
+                self.U = np.vstack([u[None], self.U])[:self.KEEP]
+                self.Umax = np.concatenate([[float((self.P @ u).max())], self.Umax])[:self.KEEP]
+        return float(res.fun)
 
 
 def in_hull(points, queries, *, tol: float = 1e-9) -> np.ndarray:
@@ -194,19 +233,33 @@ def separation_margin(A, B, *, tol: float = 1e-9) -> float:
 
 
 def _half_distance(A: np.ndarray, B: np.ndarray) -> float:
+    """Half the distance between two disjoint hulls, as the margin of a hyperplane actually found.
+
+    The QP gives nearest points ``a in conv(A)``, ``b in conv(B)``; the hyperplane with normal
+    ``g = a - b`` through the middle separates A from B with margin
+    ``(min_A g.x - max_B g.x) / (2 |g|)``, which is returned: never more than the optimum (it is a
+    separating hyperplane's margin) and equal to it up to the solver's accuracy.
+    """
+    if A.shape[0] == 1 and B.shape[0] == 1:
+        return float(np.linalg.norm(A[0] - B[0])) / 2
+    import warnings
+
     import cvxpy as cp
     centre = np.concatenate([A, B]).mean(0)
     s = _scale(A - centre, B - centre)
     As, Bs = (A - centre) / s, (B - centre) / s
-    if A.shape[0] == 1 and B.shape[0] == 1:
-        return float(np.linalg.norm(A[0] - B[0])) / 2
     lam = cp.Variable(As.shape[0], nonneg=True)
     mu = cp.Variable(Bs.shape[0], nonneg=True)
     prob = cp.Problem(cp.Minimize(cp.sum_squares(As.T @ lam - Bs.T @ mu)),
                       [cp.sum(lam) == 1, cp.sum(mu) == 1])
-    prob.solve(solver="CLARABEL")
-    if prob.status not in ("optimal", "optimal_inaccurate") or lam.value is None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "inaccurate" is checked below through the certificate
+        prob.solve(solver="CLARABEL")
+    if lam.value is None or mu.value is None:
         raise RuntimeError(f"Clarabel failed on the margin QP (status {prob.status})")
-    gap = As.T @ np.clip(lam.value, 0, None) / max(lam.value.clip(0).sum(), 1e-300) \
-        - Bs.T @ np.clip(mu.value, 0, None) / max(mu.value.clip(0).sum(), 1e-300)
-    return float(np.linalg.norm(gap)) * s / 2
+    la, mb = np.clip(lam.value, 0, None), np.clip(mu.value, 0, None)
+    g = As.T @ la / la.sum() - Bs.T @ mb / mb.sum()
+    ng = float(np.linalg.norm(g))
+    if ng == 0.0:
+        return 0.0
+    return max(0.0, (float((As @ g).min()) - float((Bs @ g).max())) / (2 * ng)) * s
