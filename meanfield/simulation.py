@@ -129,9 +129,12 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
         recorder.record(t=t, step=k, particles=p_now, outputs=f, data=data,
                         risk=risk(p_now, data, config, outputs=f))
 
-    # numba kernels run their own threads: keep torch single-threaded meanwhile; Ctrl-C is taken
-    # between two steps (a consistent state) and saves a checkpoint before it stops the run
-    with _torch_threads(1 if getattr(be, "owns_threads", False) else None), \
+    # numba kernels run their own threads: keep torch single-threaded meanwhile; so do small
+    # systems, whose steps are shorter than a thread hand-off (on a loaded machine two threads
+    # made a 30-particle flow 30x slower). Ctrl-C is taken between two steps (a consistent
+    # state) and saves a checkpoint before it stops the run
+    small = particles.batch * particles.m * data.X.shape[-2] <= SMALL_PAIRS
+    with _torch_threads(1 if getattr(be, "owns_threads", False) or small else None), \
             _deferred_interrupt() as interrupted:
         if prev is not None:
             recorder.skip_to(t)  # the row at the result's time is in its history already
@@ -249,6 +252,10 @@ def _stop(ckpt, payload: dict) -> None:
         e.t = payload["t"]  # the CLI says: interrupted at t = ...; checkpoint saved
         e.checkpoint = str(ckpt.path)
     raise e
+
+
+# systems with at most this many (system, particle, sample) triples step on one torch thread
+SMALL_PAIRS = 1 << 16
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ were written by ``tests/fixtures/make_summaries.py`` on the code before the rede
 flat parameter names. ``fixtures/renames/NAME.json`` maps each old name of experiment NAME to its
 new dotted key (``{"renames": {"t_end": "flow.t_end"}, "explained": {"key": "why it differs"}}``);
 every numeric summary key except wall-clock and provenance must agree to 1e-12 (relative to
-max(1, |value|)). A key listed under ``explained`` is excluded, with the reason written there.
+max(1, |value|)). A key listed under ``explained`` is excluded, with the reason written there; a
+parameter added since is set by ``"added"`` to the value that reproduces the old behaviour.
 """
 
 import json
@@ -27,8 +28,11 @@ def _renames(name: str) -> dict:
 
 
 def _new_overrides(name: str, old: dict) -> dict:
-    ren = _renames(name).get("renames", {})
-    return {ren.get(k, k): v for k, v in old.items()}
+    """The old overrides under their new names, plus the values of parameters added since
+    (``"added"`` in the renames file) that reproduce the old behaviour."""
+    r = _renames(name)
+    ren = r.get("renames", {})
+    return {**r.get("added", {}), **{ren.get(k, k): v for k, v in old.items()}}
 
 
 def _compare(name: str, got: dict, want: dict) -> list[str]:

@@ -94,8 +94,10 @@ def run_atlas(out: str | Path, *, size: str = "default", only: Optional[Sequence
     return write_page(out, [e.name for e in entries], timings=timings)
 
 
-_WIDTH_LIMIT = sizes({"widths": "10,30,100", "seeds": 4, "reference_m": 5000, "long_t": 0.2,
-                   "tracking_m": 30, "steps_tested": "0.025,0.05,0.1"}, {}, {"reference_m": 400000})
+# small: horizons to t = 10 and steps past the stability limit too (the experiment's own small)
+_WIDTH_LIMIT = sizes({"widths": "10,30,100", "seeds": 4, "reference_m": 5000, "long_t": 10.0,
+                      "tracking_m": 30, "steps_tested": "0.05,0.1,0.2,0.5,1,2,2.5,5,10"}, {},
+                     {"reference_m": 400000})
 
 
 def _write_json(path: Path, obj) -> None:

@@ -89,6 +89,16 @@ def write_page(out: str | Path, names: Optional[Sequence[str]] = None, *,
                     f"± {s.get('slope_se', float('nan')):.3f} (theory −1/2, tolerance "
                     f"{s.get('slope_tol', float('nan')):g}: "
                     f"{'agrees' if s.get('slope_agrees') else 'does not agree'}).")
+        if "distance_time_ratio" in s:
+            txt += (f" Over time at fixed width the distance changes by a factor "
+                    f"{s['distance_time_ratio']:.2f} up to the last time shown.")
+        if s.get("eta_stable_end") is not None:
+            brk = s.get("step_breaks_at")
+            txt += (f" Large steps: the computed stability limit 2/(m·λ_max) of SGD is "
+                    f"η = {s['eta_stable_init']:.3g} at the initial neurons and "
+                    f"{s['eta_stable_end']:.3g} at the flow's state at t = {s.get('step_t', 0):g}; "
+                    + (f"the measured distance jumps at η = {brk:g}." if isinstance(brk, float)
+                       and math.isfinite(brk) else "no tested step made the distance jump."))
         figs = [f for f in ("width_limit.png", "tracking_time.png", "tracking_step.png")
                 if (wl / f).exists()]
         md += ["## Finite width converges to mean-field", ""] + \
