@@ -126,7 +126,8 @@ def plot(run) -> list[str]:
         f"Enclosure(t = {run.config.data.get('t'):g}): class −1 disc, class +1 cut annulus; "
         f"{run.config.model.name}, λ = {run.config.flow.lam:g}\n"
         f"class −1 inside the hull of class +1 for t > t* = {s.get('t_hull', float('nan')):.3g} "
-        f"(hull fraction {s.get('hull_fraction', float('nan')):.3g})"))
+        f"(LPs on samples; closed form {s.get('t_hull_theory', float('nan')):.3g}); "
+        f"hull fraction at this t {s.get('hull_fraction', float('nan')):.3g}"))
 
 
 EXPERIMENT = Experiment(
