@@ -89,6 +89,8 @@ class SphereUFMResult:
         value: f(W, H); grad_norm: Riemannian gradient norm there.
         iterations: iterations taken; converged: ``grad_norm <= tol_grad``.
         config: the configuration.
+        trace: ``(iteration, value, grad_norm)`` every ``record_every`` iterations and at the end
+            (empty when not recorded).
     """
 
     W: Tensor
@@ -99,6 +101,7 @@ class SphereUFMResult:
     iterations: int
     converged: bool
     config: SphereUFMConfig
+    trace: tuple = ()
 
 
 def etf_value(K: int, tau: float) -> float:
@@ -144,8 +147,10 @@ def _unit(X: Tensor, dim: int) -> Tensor:
 
 
 def fit_sphere_ufm(K: int, n: int, config: SphereUFMConfig = SphereUFMConfig(), *,
-                   device=None) -> SphereUFMResult:
+                   device=None, record_every: int = 0) -> SphereUFMResult:
     """Riemannian gradient descent on the normalised UFM, balanced: K classes, n samples each.
+
+    ``record_every`` > 0 keeps ``(iteration, value, grad_norm)`` every this many iterations.
 
     Returns:
         :class:`SphereUFMResult` (check ``converged``).
@@ -164,8 +169,10 @@ def fit_sphere_ufm(K: int, n: int, config: SphereUFMConfig = SphereUFMConfig(), 
     tau, step = float(config.tau), float(config.lr)
     v, gW, gH = riemannian_gradient(W, H, labels, tau)
     gn2 = float((gW ** 2).sum() + (gH ** 2).sum())
-    it = 0
+    it, trace = 0, []
     while math.sqrt(gn2) > config.tol_grad and it < config.max_iter:
+        if record_every and it % record_every == 0:
+            trace.append((it, float(v), math.sqrt(gn2)))
         while True:
             W_new, H_new = _unit(W - step * gW, 1), _unit(H - step * gH, 0)
             v_new = sphere_objective(W_new, H_new, labels, tau)
@@ -180,7 +187,10 @@ def fit_sphere_ufm(K: int, n: int, config: SphereUFMConfig = SphereUFMConfig(), 
         if not math.isfinite(float(v)):
             raise ValueError(f"Riemannian gradient descent diverged at iteration {it}; lower lr")
     gnorm = math.sqrt(gn2)
-    return SphereUFMResult(W, H, labels, float(v), gnorm, it, gnorm <= config.tol_grad, config)
+    if record_every:
+        trace.append((it, float(v), gnorm))
+    return SphereUFMResult(W, H, labels, float(v), gnorm, it, gnorm <= config.tol_grad, config,
+                           tuple(trace))
 
 
 class NormalizedFeatures(nn.Module):
