@@ -39,6 +39,20 @@ Every training checkpoints into the run directory; a killed run resumes bit for 
   float division rounds).
 - ``peak_saving`` (the measured peak of one step) is reported, not claimed: it depends on the
   allocator and, on CPU, on the profiler's account.
+
+**Preset ``resnet18``** (``--set preset=resnet18``; docs/science.md §5.6): the paper's scale. Two
+ResNet-18s (:class:`meanfield.deep.resnet.ResNet18`, CIFAR variant, 11.2M parameters) on
+CIFAR-shaped 3 x 32 x 32 inputs: synthetic class templates plus noise
+(:func:`~meanfield.deep.resnet.synthetic_cifar`, no download) unless ``data=cifar10`` with
+``data.folder``: *learned* (512-d features, trained ``C x 512`` classifier) and *fixed* (features
+reduced to C by ``resnet.reduce``: ``linear``, a ``512 -> C`` layer after the pooling, or
+``last_block``, the last block's output width C; classifier frozen to the ETF). Memory: the same
+``measure_memory`` account (``step_memory``: parameter + gradient + optimiser-state + buffer bytes
+counted from the tensors, and the profiler's peak of one SGD step) at the same batch
+``resnet.batch``; ``state_saving`` against the exact count (1e-12), ``param_saving``, ``peak_saving``
+beside the published "over 20 %" (``published_saving``, not a tolerance). Both arms then take
+``resnet.steps`` SGD steps (``train.lr``, ``train.momentum``) on the same mini-batches: their losses
+are reported; the accuracy half of the claim is not tested at this scale (CPU budget).
 """
 
 from __future__ import annotations
@@ -55,8 +69,31 @@ from .registry import Experiment, ExperimentResult, RunContext, Science, agreeme
 from .weight_decay import checkpointer, load_data, num
 
 ARMS = ("learned", "fixed")
+PRESETS = ("mlp", "resnet18")
+PUBLISHED_SAVING = 0.20  # Zhu et al. 2021: "reduces memory cost by over 20% on ResNet18"
 MODELS = ("mlp", "deep")
 _MEMORY_NAMES = {"mlp": "mlp", "deep": "homogeneous_mlp"}  # meanfield.deep.memory's names
+
+
+@dataclass(frozen=True)
+class ResNetPreset:
+    """The ResNet-18 scale (``preset=resnet18``).
+
+    Attributes:
+        widths: the four stage widths (ResNet-18: 64,128,256,512).
+        reduce: how the fixed arm's features become C-wide: linear (a 512 -> C layer after pooling) or last_block (the last block outputs C channels).
+        batch: images per step, for the memory step and the training steps.
+        steps: SGD steps of each arm (same mini-batches; 0: memory only).
+        per_class: training images per class (synthetic, or drawn from data=cifar10).
+        noise: standard deviation of the synthetic images around their class templates.
+    """
+
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    reduce: str = "linear"
+    batch: int = 32
+    steps: int = 8
+    per_class: int = 32
+    noise: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +106,8 @@ class FixedETFConfig:
         model: mlp (biases; model.activation, see above for why not relu) or deep (bias-free ReLU); model.width, model.depth >= 3.
         train: SGD with cross-entropy of both arms; train.seed offsets the batch order.
         seeds: initialisations per arm (seeds seed, seed + 1, ...).
+        preset: mlp (the MLPs above) or resnet18 (the paper's scale: the resnet parameters, CIFAR-shaped inputs).
+        resnet: the resnet18 preset's parameters.
     """
 
     data: DataSpec = DataSpec("digits")
@@ -77,6 +116,8 @@ class FixedETFConfig:
     train: TrainConfig = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, epochs=30,
                                      batch_size=64, loss="cross_entropy")
     seeds: int = 2
+    preset: str = "mlp"
+    resnet: ResNetPreset = ResNetPreset()
 
 
 def split(samples: Samples, train_per_class: int, *, seed: int = 0) -> tuple[Samples, Samples]:
@@ -140,10 +181,65 @@ def _build(cfg: FixedETFConfig, arm: str, d: int, C: int, seed: int, dtype, devi
     return fix_classifier(net) if arm == "fixed" else net
 
 
+def run_resnet(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
+    """The ``resnet18`` preset (module docstring)."""
+    from ..deep import resnet as rn
+    from ..deep.fixed_etf import fix_classifier
+    from ..deep.memory import step_memory
+    r = cfg.resnet
+    if r.reduce not in rn.REDUCE or r.batch < 1 or r.steps < 0 or r.per_class < 1:
+        raise ValueError(f"resnet: need reduce in {', '.join(rn.REDUCE)}, batch >= 1, steps >= 0, "
+                         f"per_class >= 1; got {r.reduce!r}, {r.batch}, {r.steps}, {r.per_class}")
+    if cfg.data.name == "cifar10":
+        s = load_data(cfg.data, per_class=r.per_class, standardise="global").sample(
+            seed=ctx.seed, dtype=torch.float32, device=ctx.device)
+    else:
+        s = rn.synthetic_cifar(r.per_class, 10, noise=r.noise, seed=ctx.seed, device=ctx.device)
+    C, shape = s.num_classes, s.image_shape
+    images = s.X.reshape(-1, *shape)
+    g = torch.Generator().manual_seed(int(ctx.seed))
+    perm = torch.cat([torch.randperm(s.n, generator=g) for _ in range(r.batch * max(r.steps, 1) // s.n + 1)])
+    batches = [perm[i * r.batch:(i + 1) * r.batch].to(ctx.device) for i in range(max(r.steps, 1))]
+    opt = "adam" if cfg.train.optimizer in ("adam", "adamw") else "sgd"
+
+    def build(arm):
+        kw = dict(widths=r.widths, seed=ctx.seed, device=ctx.device)
+        if arm == "learned":
+            return rn.ResNet18(shape[0], C, **kw)
+        return fix_classifier(rn.ResNet18(shape[0], C, feature_dim=C, reduce=r.reduce, **kw))
+
+    summary: dict = {}
+    history: list = []
+    x, y = images[batches[0]], s.y[batches[0]]
+    stats = {arm: step_memory(build(arm), x, y, optimizer=opt) for arm in ARMS}
+    for arm in ARMS:
+        summary.update({f"{arm}_{k}": v for k, v in stats[arm].__dict__.items()})
+        if r.steps:
+            rows = rn.sgd_steps(build(arm), images, s.y, batches, optimizer=opt, lr=cfg.train.lr,
+                                momentum=cfg.train.momentum)
+            history += [dict(row, arm=arm) for row in rows]
+            last = rows[-min(3, len(rows)):]
+            summary[f"loss_{arm}"] = sum(q["loss"] for q in last) / len(last)
+            summary[f"batch_acc_{arm}"] = sum(q["batch_accuracy"] for q in last) / len(last)
+    st = {arm: stats[arm].state_bytes for arm in ARMS}
+    theory = rn.state_saving_theory(in_channels=shape[0], num_classes=C, widths=r.widths,
+                                    reduce=r.reduce, copies=4 if opt == "adam" else 3)
+    agreement(summary, "state_saving", 1 - st["fixed"] / st["learned"], theory, 1e-12)
+    summary.update({"param_saving": 1 - stats["fixed"].num_trainable / stats["learned"].num_trainable,
+                    "peak_saving": 1 - stats["fixed"].peak_step_bytes / max(stats["learned"].peak_step_bytes, 1),
+                    "published_saving": PUBLISHED_SAVING, "n_train": s.n, "num_classes": C,
+                    "batch": r.batch, "synthetic": cfg.data.name != "cifar10"})
+    return ExperimentResult(summary, history, extra={"memory": stats})
+
+
 def run(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
     from ..deep.memory import measure_memory
     from ..deep.train import evaluate, train
 
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown preset {cfg.preset!r}; valid: {', '.join(PRESETS)}")
+    if cfg.preset == "resnet18":
+        return run_resnet(cfg, ctx)
     if cfg.model.name not in MODELS:
         raise ValueError(f"fixed_etf compares MLPs: model must be one of {', '.join(MODELS)}, got "
                          f"{cfg.model.name!r}")
@@ -198,11 +294,82 @@ def _finals(history) -> dict:
                   for (a, _), r in last.items() if a == arm] for arm in ARMS}
 
 
+def _memory_panel(ax, s, colors, unit: float, unit_name: str, buffers: str = "buffers (frozen ETF)") -> None:
+    """Stacked training state (parameters, gradients, optimiser, buffers) and the step peak per arm."""
+    parts = ("param_bytes", "grad_bytes", "optimizer_bytes", "buffer_bytes")
+    names = ("parameters", "gradients", "optimiser state", buffers)
+    for j, arm in enumerate(ARMS):
+        bottom = 0.0
+        for i, (p, nm) in enumerate(zip(parts, names)):
+            v = s[f"{arm}_{p}"] / unit
+            ax.bar(j, v, 0.5, bottom=bottom, color=("0.25", "0.5", "0.75", "tab:red")[i], edgecolor="k",
+                   label=nm if j == 0 else None)
+            bottom += v
+        ax.text(j, bottom, f"{bottom:.0f} {unit_name}" if bottom >= 10 else f"{bottom:.2f} {unit_name}", ha="center", va="bottom", fontsize=8)
+        pk = s[f"{arm}_peak_step_bytes"] / unit
+        ax.bar(j + 2.2, pk, 0.5, color=colors[arm], edgecolor="k", hatch="//",
+               label=f"peak of one step ({arm})")
+        ax.text(j + 2.2, pk, f"{pk:.0f} {unit_name}" if pk >= 10 else f"{pk:.2f} {unit_name}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks([0, 1, 2.2, 3.2], ["learned\n(state)", "fixed ETF\n(state)", "learned\n(step peak)",
+                                    "fixed ETF\n(step peak)"])
+    ax.set_ylim(0, 1.12 * ax.get_ylim()[1])
+    ax.set_ylabel(f"memory ({unit_name})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_resnet(run) -> list[str]:
+    """``fixed_etf.png`` of the resnet18 preset: training losses, memory account, savings."""
+    import matplotlib.pyplot as plt
+    cfg, s, r = run.config, run.summary, run.config.resnet
+    colors = {"learned": "tab:blue", "fixed": "tab:green"}
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1, 1.3, 0.8]})
+    for arm in ARMS:
+        pts = [(num(q, "step"), num(q, "loss")) for q in run.history if q.get("arm") == arm]
+        if pts:
+            ax1.plot(*zip(*pts), "o-", ms=3, color=colors[arm], label=f"{arm} (last-3 mean "
+                     f"{s[f'loss_{arm}']:.3g}, batch acc {s[f'batch_acc_{arm}']:.2f})")
+    ax1.set_xlabel("SGD step")
+    ax1.set_ylabel("mini-batch cross-entropy (nats)")
+    ax1.set_title(f"Training, same mini-batches ({int(s['batch'])} images, {cfg.train.optimizer} lr "
+                  f"{cfg.train.lr:g})", fontsize=10)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    _memory_panel(ax2, s, colors, 2 ** 20, "MiB", "buffers (BatchNorm stats, frozen ETF)")
+    ax2.set_title(f"Training state (stacked) and measured step peak ({run.record.get('device', 'cpu')}, "
+                  f"batch {int(s['batch'])})", fontsize=10)
+    ax2.legend(fontsize=7, loc="upper left")
+    keys = (("param_saving", "trainable\nscalars"), ("state_saving", "training\nstate"),
+            ("peak_saving", "peak of\none step"))
+    vals = [100 * s[k] for k, _ in keys]
+    ax3.bar(range(3), vals, 0.6, color=["0.4", "tab:purple", "tab:olive"], edgecolor="k")
+    for i, v in enumerate(vals):
+        ax3.text(i, v, f"{v:.1f}%", ha="center", va="bottom" if v >= 0 else "top", fontsize=8)
+    ax3.axhline(100 * s["published_saving"], color="k", ls="--", label="published: over 20 % (Zhu et al. 2021)")
+    ax3.axhline(0, color="k", lw=0.8)
+    ax3.set_xticks(range(3), [k[1] for k in keys], fontsize=8)
+    ax3.set_ylabel("saving of the fixed arm, 1 − fixed/learned (%)")
+    ax3.set_ylim(min(0.0, min(vals)) - 2, max(25.0, max(vals)) * 1.15)
+    ax3.set_title(f"state saving {100 * s['state_saving']:.2f}% (exact count "
+                  f"{100 * s['state_saving_theory']:.2f}%)", fontsize=10)
+    ax3.legend(fontsize=8, loc="upper right")
+    ax3.grid(axis="y", alpha=0.3)
+    data = "synthetic CIFAR-shaped images" if s["synthetic"] else cfg.data.name
+    fig.suptitle(f"Fixed simplex-ETF classifier at ResNet-18 scale — widths {','.join(map(str, r.widths))}, "
+                 f"C = {int(s['num_classes'])}, fixed arm reduced to C by '{r.reduce}', {data} (3×32×32)",
+                 fontsize=11)
+    fig.tight_layout()
+    run.savefig(fig, "fixed_etf.png")
+    return ["fixed_etf.png"]
+
+
 def plot(run) -> list[str]:
     """``fixed_etf.png``: accuracies per arm and the memory account, from the run's files."""
     import matplotlib.pyplot as plt
     import numpy as np
     cfg, s = run.config, run.summary
+    if cfg.preset == "resnet18":
+        return plot_resnet(run)
     finals = _finals(run.history)
     width, depth = _shape(cfg)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.5]})
@@ -227,30 +394,11 @@ def plot(run) -> list[str]:
     ax1.legend(fontsize=8, loc="lower right")
     ax1.grid(axis="y", alpha=0.3)
 
-    parts = ("param_bytes", "grad_bytes", "optimizer_bytes", "buffer_bytes")
-    names = ("parameters", "gradients", "optimiser state", "buffers (frozen ETF)")
-    for j, arm in enumerate(ARMS):
-        bottom = 0.0
-        for i, (p, nm) in enumerate(zip(parts, names)):
-            v = s[f"{arm}_{p}"] / 1024
-            ax2.bar(j, v, 0.5, bottom=bottom, color=("0.25", "0.5", "0.75", "tab:red")[i], edgecolor="k",
-                    label=nm if j == 0 else None)
-            bottom += v
-        ax2.text(j, bottom, f"{bottom:.0f} KiB", ha="center", va="bottom", fontsize=8)
-        pk = s[f"{arm}_peak_step_bytes"] / 1024
-        ax2.bar(j + 2.2, pk, 0.5, color=colors[arm], edgecolor="k", hatch="//",
-                label=f"peak of one step ({arm})")
-        ax2.text(j + 2.2, pk, f"{pk:.0f} KiB", ha="center", va="bottom", fontsize=8)
-    ax2.set_xticks([0, 1, 2.2, 3.2], ["learned\n(state)", "fixed ETF\n(state)", "learned\n(step peak)",
-                                     "fixed ETF\n(step peak)"])
-    ax2.set_ylim(0, 1.12 * ax2.get_ylim()[1])
-    ax2.set_ylabel("memory (KiB)")
+    _memory_panel(ax2, s, colors, 1024, "KiB")
     ax2.set_title(f"Training state (stacked) and measured step peak ({run.record.get('device', 'cpu')})\n"
                   f"state saving {100 * s['state_saving']:.1f}% (theory "
                   f"{100 * s['state_saving_theory']:.1f}%), peak saving {100 * s['peak_saving']:.1f}%",
                   fontsize=10)
-    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax2.grid(axis="y", alpha=0.3)
     act = cfg.model.get("activation", "relu") if cfg.model.name == "mlp" else "relu"
     fig.suptitle(f"Fixed simplex-ETF classifier vs learned — {cfg.data.name}, {cfg.model.name} ({act}) "
                  f"depth {depth}, width {width}, C = {int(s['num_classes'])}, {cfg.train.optimizer} + "
