@@ -62,6 +62,8 @@ class VectorFlowConfig:
         dt_max: the largest step of ``log`` stepping (None: unbounded).
         backend: backend registry name or ``auto``.
         max_steps: safety cap on the number of steps.
+        stops: must stay empty (the scalar step rule reads it; the vector flow lands on its
+            record times instead).
     """
 
     lam: float = 1e-3
