@@ -10,6 +10,16 @@ Balanced data, K classes, n samples per class (N = K n), ordered class by class:
 
     \\text{CE: } \\frac1N\\sum_i \\mathrm{CE}(W h_i + b, y_i) + \\text{the same penalties}
 
+``label_smoothing`` (smoothing ``alpha``) and ``focal`` (focusing ``gamma``) replace CE by, with
+``p = softmax(z)`` and ``q = (1 - alpha) e_y + alpha 1/K``,
+
+.. math::
+
+    \\ell_{LS}(z, y) = -\\sum_k q_k \\log p_k, \\qquad
+    \\ell_{FL}(z, y) = -(1 - p_y)^{\\gamma} \\log p_y
+
+(:func:`label_smoothing_loss`, :func:`focal_loss`; alpha = 0 and gamma = 0 are CE).
+
 ``bias``: ``none`` (b = 0, fixed), ``free`` (b trained, not penalised), ``regularised``
 (b trained, penalty ``lb``). Closed forms: :mod:`meanfield.theory.ufm`.
 
@@ -29,9 +39,9 @@ from torch import Tensor
 from torch.nn import functional as F
 
 __all__ = ["UFMConfig", "UFMResult", "fit_ufm", "ufm_objective", "minimise", "MinimiseResult",
-           "class_means"]
+           "class_means", "label_smoothing_loss", "focal_loss"]
 
-_LOSSES = ("mse", "cross_entropy")
+_LOSSES = ("mse", "cross_entropy", "label_smoothing", "focal")
 _BIASES = ("none", "free", "regularised")
 _METHODS = ("lbfgs", "gd")
 
@@ -41,7 +51,7 @@ class UFMConfig:
     """A UFM problem and how to optimise it.
 
     Attributes:
-        loss: ``mse`` or ``cross_entropy``.
+        loss: ``mse``, ``cross_entropy``, ``label_smoothing`` or ``focal``.
         bias: ``none``, ``free`` or ``regularised``.
         lW, lH, lb: weight decays of W, H (summed over samples), b (``regularised`` only).
         feature_dim: d; default K + 1 (the closed forms need d >= K for MSE without bias).
@@ -52,6 +62,8 @@ class UFMConfig:
         init_scale: standard deviation of the Gaussian initialisation.
         seed: seed of the initialisation.
         dtype: torch dtype (float64 for the precision the closed forms are tested at).
+        smoothing: alpha of ``label_smoothing``, in [0, 1).
+        focal_gamma: gamma >= 0 of ``focal``.
     """
 
     loss: str = "mse"
@@ -67,6 +79,8 @@ class UFMConfig:
     init_scale: float = 1.0
     seed: int = 0
     dtype: torch.dtype = torch.float64
+    smoothing: float = 0.1
+    focal_gamma: float = 2.0
 
     def __post_init__(self):
         for name, valid in (("loss", _LOSSES), ("bias", _BIASES), ("method", _METHODS)):
@@ -81,6 +95,10 @@ class UFMConfig:
         for name in ("lr", "tol_grad", "init_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.smoothing) and 0 <= self.smoothing < 1):
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing!r}")
+        if not (math.isfinite(self.focal_gamma) and self.focal_gamma >= 0):
+            raise ValueError(f"focal_gamma must be finite and >= 0, got {self.focal_gamma!r}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,33 @@ def class_means(H: Tensor, labels: Tensor, K: int) -> Tensor:
     return S / torch.bincount(labels, minlength=K).to(H.dtype)
 
 
+def label_smoothing_loss(f: Tensor, y: Tensor, smoothing: float) -> Tensor:
+    """Per-sample label-smoothing cross-entropy ``-sum_k q_k log softmax(f)_k``.
+
+    Args:
+        f ((..., n, K) Tensor): logits; y ((..., n) Tensor): classes; smoothing: alpha in [0, 1).
+
+    Returns:
+        (..., n) Tensor, ``(1 - alpha) CE + alpha mean_k(-log p_k)``.
+    """
+    logp = torch.log_softmax(f, dim=-1)
+    nll = -torch.gather(logp, -1, y.long().unsqueeze(-1)).squeeze(-1)
+    return (1.0 - smoothing) * nll - smoothing * logp.mean(-1)
+
+
+def focal_loss(f: Tensor, y: Tensor, gamma: float) -> Tensor:
+    """Per-sample focal loss ``-(1 - p_y)^gamma log p_y``, ``p = softmax(f)`` (Lin et al. 2017).
+
+    Args:
+        f ((..., n, K) Tensor): logits; y ((..., n) Tensor): classes; gamma: focusing >= 0.
+
+    Returns:
+        (..., n) Tensor.
+    """
+    logpy = torch.gather(torch.log_softmax(f, dim=-1), -1, y.long().unsqueeze(-1)).squeeze(-1)
+    return -(-torch.expm1(logpy)).clamp_min(0.0) ** gamma * logpy
+
+
 def ufm_objective(W: Tensor, H: Tensor, b: Tensor, labels: Tensor, config: UFMConfig) -> Tensor:
     """The UFM objective (a 0-dim tensor); ``Z = W H + b`` are the logits/outputs."""
     K, N = W.shape[0], H.shape[1]
@@ -132,6 +177,10 @@ def ufm_objective(W: Tensor, H: Tensor, b: Tensor, labels: Tensor, config: UFMCo
     if config.loss == "mse":
         Y = F.one_hot(labels, K).T.to(Z.dtype)
         data = 0.5 * ((Z - Y) ** 2).sum() / N
+    elif config.loss == "label_smoothing":
+        data = label_smoothing_loss(Z.T, labels, config.smoothing).sum() / N
+    elif config.loss == "focal":
+        data = focal_loss(Z.T, labels, config.focal_gamma).sum() / N
     else:
         data = F.cross_entropy(Z.T, labels, reduction="sum") / N
     reg = 0.5 * config.lW * (W ** 2).sum() + 0.5 * config.lH * (H ** 2).sum()
