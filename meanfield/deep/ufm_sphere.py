@@ -40,6 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .models import _Base
+
 __all__ = ["SphereUFMConfig", "SphereUFMResult", "fit_sphere_ufm", "sphere_objective", "etf_value",
            "riemannian_gradient", "NormalizedFeatures"]
 
@@ -193,7 +195,7 @@ def fit_sphere_ufm(K: int, n: int, config: SphereUFMConfig = SphereUFMConfig(), 
                            tuple(trace))
 
 
-class NormalizedFeatures(nn.Module):
+class NormalizedFeatures(_Base):
     """A model whose penultimate features are put on a sphere of radius ``scale``.
 
     Wraps a model of :mod:`meanfield.deep.models` (``features``, ``classifier``, ``layers``):
@@ -221,16 +223,5 @@ class NormalizedFeatures(nn.Module):
         h = self.base.features(x)
         return self.scale * h / (h.norm(dim=1, keepdim=True) + self.eps)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
-
     def layers(self) -> list[list[nn.Parameter]]:
         return self.base.layers() if hasattr(self.base, "layers") else [list(self.base.parameters())]
-
-    @property
-    def feature_dim(self) -> int:
-        return self.classifier.weight.shape[1]
-
-    @property
-    def num_classes(self) -> int:
-        return self.classifier.weight.shape[0]
