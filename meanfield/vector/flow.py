@@ -38,6 +38,7 @@ from ..backends import Backend
 from ..divergence import FLOW_FIX, DivergenceError
 from ..flow import BatchedData
 from ..losses import one_hot_targets
+from ..simulation import _torch_threads
 from ..stepping import get_integrator, next_dt, passed
 from .network import HeadedNetwork
 
@@ -266,9 +267,15 @@ def simulate_vector(net: HeadedNetwork, data, cfg: VectorFlowConfig = VectorFlow
     times = sorted(float(x) for x in (times if times is not None
                                       else record_times(0.0, cfg.t_end, num_records)))
     history: list = []
+    eps = torch.finfo(net.dtype).eps
+    # numba kernels run their own threads: keep torch single-threaded meanwhile (as simulate does)
+    with _torch_threads(1 if getattr(be, "owns_threads", False) else None):
+        return _loop(net, data, cfg, be, step_fn, vel, record, times, history, eps)
+
+
+def _loop(net, data, cfg, be, step_fn, vel, record, times, history, eps) -> VectorFlowResult:
     state, t, k, nxt = net.state(), 0.0, 0, 0
     prev_total: Optional[list] = None
-    eps = torch.finfo(net.dtype).eps
 
     def write(st, t_now, k_now) -> list:
         cur = net.with_state(st)
