@@ -208,7 +208,8 @@ def class_geometry(X, y, *, weights=None, approx: bool = False, max_points: int 
             fab = fba = 0.0
             if intersect:
                 for c in (a, b):
-                    hulls.setdefault(c, _HullLP(points[c]))
+                    if c not in hulls:   # one LP model (and its filters) per class
+                        hulls[c] = _HullLP(points[c])
                 fab = _fraction(points[a], masses[a], hulls[b], thresh, cap, rng)
                 fba = _fraction(points[b], masses[b], hulls[a], thresh, cap, rng)
             pairs.append(PairGeometry(a, b, bool(intersect), not intersect, float(margin), fab, fba,
@@ -226,12 +227,14 @@ def enclosed(X, y, *, weights=None, tol: float = 1e-9) -> bool:
     tol = _check_tol(tol)
     labels, points, _, _ = prepare_classes(X, y, weights)
     thresh = tol * _scale(*points.values())
+    hulls: dict = {}
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
             if _gap(points[a], points[b]) > thresh:
                 continue
             for c, o in ((a, b), (b, a)):
-                hull = _HullLP(points[o])
-                if any(hull.gap(q, thresh) <= thresh for q in points[c]):
+                if o not in hulls:
+                    hulls[o] = _HullLP(points[o])
+                if any(hulls[o].gap(q, thresh) <= thresh for q in points[c]):
                     return True
     return False
