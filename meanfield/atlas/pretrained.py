@@ -25,16 +25,21 @@ SOURCES = ("digits", "mnist1d")
 #: (preset of meanfield.heads, activation) per panel
 HEAD_PANELS = (("meanfield", "relu"), ("meanfield", "tanh"), ("w10", "relu"), ("w1000", "relu"),
                ("w1000", "tanh"))
+#: heads of the layer x backbone-epochs panels
+EPOCH_PANELS = (("w1000", "relu"), ("w1000", "tanh"))
+_EPOCHS = sizes({"data.layer": "1,3", "data.epochs": "0,5"},
+                {"data.layer": "0,1,2,3,4", "data.epochs": "0,3,60"},
+                {"data.layer": "0,1,2,3,4", "data.epochs": "0,3,10,30,100,300"})
 _TITLES = {"meanfield": "mean-field two-layer head (particles)", "w10": "two-layer head, width 10",
            "w1000": "two-layer head, width 1000"}
 _GRID = sizes({"data.layer": "1,3", "flow.lam": "0.001,"},
               {"data.layer": "0,1,2,3,4", "flow.lam": "1e-4,1e-3,1e-2"},
               {"data.layer": "0,1,2,3,4", "flow.lam": "1e-5:1e-1:5:log"})
 _DATA = sizes({"data.per_class": 10, "data.epochs": 5},
-              {"data.per_class": 50, "data.epochs": 60},
+              {"data.per_class": 30, "data.epochs": 60},
               {"data.per_class": 200, "data.epochs": 200})
 _HEAD = sizes({"model.m": 40, "flow.t_end": 10.0, "train.epochs": 30},
-              {"model.m": 300, "flow.t_end": 200.0, "train.epochs": 500},
+              {"model.m": 200, "flow.t_end": 100.0, "train.epochs": 300},
               {"model.m": 3000, "flow.t_end": 2000.0, "train.epochs": 5000})
 
 
@@ -54,9 +59,23 @@ def _panel(source: str, head: str, act: str) -> Panel:
                  logy=True, vmax=1.0)
 
 
+def _epochs_panel(source: str, head: str, act: str) -> Panel:
+    """Layer x backbone training epochs at one weight decay (0 epochs: the random backbone)."""
+    from ..experiments.pretrained_head import theory
+    from ..heads import head_overrides
+    fixed = {k: {"data.source": source, "flow.lam": 1e-3, **head_overrides(head, activation=act),
+                 "data.per_class": _DATA[k]["data.per_class"],
+                 **{kk: v for kk, v in _HEAD[k].items() if kk != "model.m" or head == "meanfield"}}
+             for k in SIZES}
+    return Panel(f"{source}_epochs_{head}_{act}", "pretrained_head",
+                 f"{source}: {_TITLES[head]}, {act}; λ = 1e-3", "data.layer", "data.epochs",
+                 _EPOCHS, fixed, theory=theory(act, source=source), vmax=1.0)
+
+
 def _panels() -> tuple:
     srcs = [s for s in SOURCES if s == "digits" or _available(s)]
-    return tuple(_panel(s, h, a) for s in srcs for h, a in HEAD_PANELS)
+    return (tuple(_panel(s, h, a) for s in srcs for h, a in HEAD_PANELS)
+            + tuple(_epochs_panel(s, h, a) for s in srcs for h, a in EPOCH_PANELS))
 
 
 PRETRAINED = AtlasEntry(
@@ -74,11 +93,18 @@ ENTRIES = (PRETRAINED,)
 
 
 # ----------------------------------------------------------------------------- validation
+def _flag(v) -> bool:
+    """A boolean column of a results table (written True/False, read back as text or a number)."""
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "1.0")
+    return bool(v) and not (isinstance(v, float) and math.isnan(v))
+
+
 def _measured(row) -> Optional[bool]:
     v = row.get("output_statistic")
     if not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
-    return bool(row.get("output_collapsed"))
+    return _flag(row.get("output_collapsed"))
 
 
 def validate(entry_dir, entry: AtlasEntry = PRETRAINED, *, write: bool = True) -> dict:
@@ -107,9 +133,9 @@ def validate(entry_dir, entry: AtlasEntry = PRETRAINED, *, write: bool = True) -
         rows = [r for r in load_results(d / p.key) if r.get("status", "ok") == "ok"]
         pp, mm = [], []
         for r in rows:
-            m, pr = _measured(r), bool(r.get("predicted_collapse"))
+            m, pr = _measured(r), _flag(r.get("predicted_collapse"))
             pred.append(pr)
-            base.append(bool(r.get("activation_only_prediction")))
+            base.append(_flag(r.get("activation_only_prediction")))
             meas.append(m)
             pp.append(pr)
             mm.append(m)
