@@ -65,7 +65,7 @@ def run_atlas(out: str | Path, *, size: str = "default", only: Optional[Sequence
     Args:
         out: atlas directory.
         size: ``small``, ``default`` or ``large``.
-        only: entry names (default all).
+        only: entry names (None: all; an empty list: none, e.g. only the width-limit run).
         workers: local processes per sweep.
         width_limit: also run ``width_limit`` into ``out/width_limit`` if it has no summary.
 
@@ -74,7 +74,7 @@ def run_atlas(out: str | Path, *, size: str = "default", only: Optional[Sequence
     """
     check_size(size)
     out = Path(out)
-    names = list(only) if only else list_atlas()
+    names = list(only) if only is not None else list_atlas()
     entries = [get_atlas(n) for n in names]
     out.mkdir(parents=True, exist_ok=True)
     timings = _load_json(out / "timings.json")
@@ -122,7 +122,7 @@ def atlas_command(*, out: str | Path = "atlas", size: str = "default", only: Opt
     names = [s.strip() for s in only.split(",") if s.strip()] if only else None
     if names is not None:  # --only: the width-limit run only when named
         width_limit = width_limit and "width_limit" in names
-        names = [n for n in names if n != "width_limit"] or None
+        names = [n for n in names if n != "width_limit"]   # [] = no entry (not all)
     for n in names or []:
         get_atlas(n)
     page = run_atlas(out, size=size, only=names, workers=workers, device=device, backend=backend,
