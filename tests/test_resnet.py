@@ -97,3 +97,12 @@ def test_fixed_etf_resnet_preset_counts_exactly(tmp_path, reduce):
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown preset"):
         run_experiment("fixed_etf", {"preset": "vgg"}, write=False)
+
+
+def test_registered_as_a_model():
+    from meanfield.models import build_model, describe_model
+    assert describe_model("resnet18")["params"]["reduce"] == "linear"
+    net = build_model("resnet18", 3 * 32 * 32, 5, widths=(4, 8, 16, 32), feature_dim=5, reduce="last_block")
+    assert _counts(net)[0] == resnet18_num_params(num_classes=5, widths=SMALL, feature_dim=5, reduce="last_block")
+    with pytest.raises(ValueError, match="multiple of in_channels"):
+        build_model("resnet18", 100, 5)

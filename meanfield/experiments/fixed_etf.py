@@ -350,8 +350,8 @@ def plot_resnet(run) -> list[str]:
     ax3.set_xticks(range(3), [k[1] for k in keys], fontsize=8)
     ax3.set_ylabel("saving of the fixed arm, 1 − fixed/learned (%)")
     ax3.set_ylim(min(0.0, min(vals)) - 2, max(25.0, max(vals)) * 1.15)
-    ax3.set_title(f"state saving {100 * s['state_saving']:.2f}% (exact count "
-                  f"{100 * s['state_saving_theory']:.2f}%)", fontsize=10)
+    ax3.set_title(f"state saving {100 * s['state_saving']:.3g}% (exact count "
+                  f"{100 * s['state_saving_theory']:.3g}%)", fontsize=10)
     ax3.legend(fontsize=8, loc="upper right")
     ax3.grid(axis="y", alpha=0.3)
     data = "synthetic CIFAR-shaped images" if s["synthetic"] else cfg.data.name
