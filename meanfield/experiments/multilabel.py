@@ -243,11 +243,9 @@ def _plane(ax, rows, title):
     ax.axhline(0, color="k", lw=0.5)
     ax.axvline(0, color="k", lw=0.5)
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_xlabel("principal direction 1 of the single-label means (feature units)")
+    ax.set_xlabel("principal direction 1 of the single-label means (feature units)\n"
+                  "(a 2-D projection of their (K − 1)-dim span; δ and c_S are measured in full)")
     ax.set_ylabel("principal direction 2 (feature units)")
-    ax.text(0.01, 0.01, "2-D projection of the (K − 1)-dimensional span: a tetrahedron (K = 4) looks\n"
-            "flattened; δ and c_S are measured in the full feature space", transform=ax.transAxes,
-            fontsize=7, color="tab:gray", va="bottom")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="best")
 
