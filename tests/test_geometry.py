@@ -196,8 +196,10 @@ def test_hull_line_for_a_user_distribution():
 
 
 def test_enclosure_theory_line_follows_the_radii_and_the_closed_form():
+    import pickle
+
     from meanfield.experiments.enclosure import EXPERIMENT, hull_theory
-    fn = EXPERIMENT.science.theory.fn
+    fn = pickle.loads(pickle.dumps(EXPERIMENT.science.theory.fn))   # travels to sweep workers
     for p in ({"data.t": 0.5}, {"data.t": 0.1, "data.r0": 0.3, "data.r_in": 1.2, "data.r_out": 2.0}):
         assert fn(p) == pytest.approx(hull_theory(p), abs=0.01)
         assert fn(p) <= hull_theory(p) + 1e-3   # the sampled boundary sits at or above t*

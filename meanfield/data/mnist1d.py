@@ -1,4 +1,4 @@
-"""MNIST-1D (Greydanus & Kobak 2020) as a distribution, generated offline by the ``mnist1d`` package.
+"""MNIST-1D (Greydanus & Kobak, arXiv:2011.14439) as a distribution, generated offline by ``mnist1d``.
 
 The package's local generator ``mnist1d.data.make_dataset`` builds the data set from ten 1-D
 digit templates (padding, shear, scale, translation, correlated and i.i.d. noise) and its
