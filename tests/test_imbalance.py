@@ -134,6 +134,26 @@ def test_experiments_report_theory_and_agreement():
     assert s["value_agrees"] and s["max_cos_agrees"] and s["max_cos"] > 0.999
 
 
+def test_mixture_preset_builds_the_imbalanced_masses_and_rejects_bad_input():
+    import torch
+    from meanfield.experiments.imbalance_mixture import classifier_rows, to_collapse
+    from meanfield.study.experiment import RunContext, get_experiment, resolve_config
+    exp = get_experiment("imbalance_mixture")
+    cc = to_collapse(resolve_config(exp, {"ratio": 8.0, "n": 400}))
+    s = cc.data.build().sample(400, seed=0)
+    mass = torch.zeros(4, dtype=s.p.dtype).index_add_(0, s.y, s.p)
+    assert mass.tolist() == pytest.approx([8 / 18, 8 / 18, 1 / 18, 1 / 18])
+    for over, match in (({"ratio": -1.0}, "ratio"), ({"k_b": 1}, "k_b"), ({"std": 0.0}, "std"),
+                        ({"model": "deep"}, "meanfield or two_layer"), ({"n": 3}, "cannot cover")):
+        with pytest.raises(ValueError, match=match):
+            exp.run_batch([resolve_config(exp, over)], [0], RunContext())
+    # the classifier of each model: last-layer rows, or the mean-field outer-weight columns
+    r = exp.run_batch([resolve_config(exp, {**exp.small, "ratio": 4.0, "flow.lam": 0.1})], [0],
+                      RunContext(progress=False))[0]
+    W = classifier_rows(r.extra["model"])
+    assert W.shape == (4, 40) and -1 <= r.summary["max_cos"] <= 1
+
+
 # ----------------------------------------------------------------------------- the atlas entry
 def test_imbalance_entry_small_runs_and_agrees_with_theory(tmp_path):
     from meanfield import atlas
@@ -145,8 +165,9 @@ def test_imbalance_entry_small_runs_and_agrees_with_theory(tmp_path):
     assert png.exists() and png.stat().st_size > 10_000
     st = [panel_stats(p, panel_rows(p, tmp_path)) for p in e.panels]
     assert st[0]["compared"] == st[0]["n"] > 0 and st[0]["agree"] == st[0]["compared"]
-    assert all(s["failed"] == 0 and s["collapsed"] > 0 for s in st)
+    assert all(s["failed"] == 0 and s["collapsed"] > 0 for s in st[:3])
     # the SDP and the optimised layer-peeled model call the same points collapsed
     assert [c[5] for c in st[1]["cells"]] == [c[5] for c in st[2]["cells"]]
+    assert all(s["n"] > 0 and s["failed"] == 0 for s in st[3:])  # the mixtures ran (no claim)
     text = atlas.reading(e, tmp_path, stats=st)
     assert "100 %" in text and "max_cos > 0.999" in text
