@@ -90,3 +90,12 @@ def test_one_layer_matches_ufm_closed_form():
 def test_experiment_bad_input(key, val):
     with pytest.raises(ValueError, match=key):
         _run(num_classes=4, **{key: val}) if key != "num_classes" else _run(**{key: val})
+
+
+def test_atlas_entry_small(tmp_path):
+    from meanfield import atlas
+    assert "deep_ufm" in atlas.list_atlas()
+    page = atlas.run_atlas(tmp_path, size="small", only=["deep_ufm"], width_limit=False)
+    assert (tmp_path / "deep_ufm" / "deep_ufm.png").stat().st_size > 0
+    text = (tmp_path / "atlas.md").read_text()
+    assert "grid points" in text and "reference only" in text and page.exists()

@@ -111,3 +111,12 @@ def test_experiment_beyond_simplex_reports_gap():
 def test_experiment_bad_input(key, val):
     with pytest.raises(ValueError, match=key):
         _run(**{key: val})
+
+
+def test_atlas_entry_small(tmp_path):
+    from meanfield import atlas
+    assert "many_classes" in atlas.list_atlas()
+    page = atlas.run_atlas(tmp_path, size="small", only=["many_classes"], width_limit=False)
+    assert (tmp_path / "many_classes" / "many_classes.png").stat().st_size > 0
+    text = (tmp_path / "atlas.md").read_text()
+    assert "grid points" in text and "agrees with the line's side" in text and page.exists()

@@ -23,7 +23,8 @@ _FIX = sizes({"per_class": 1, "starts": 4, "max_iter": 1500, "tol_grad": 1e-6}, 
 def _panel(d: int) -> Panel:
     grid = {k: {"tau": _TAU[k], "num_classes": _K[d][k]} for k in SIZES}
     return Panel(f"d{d}", "many_classes",
-                 f"d = {d}: trained normalised UFM against the direct search (K ≤ {d + 1}: simplex)",
+                 f"d = {d} (K ≤ {d + 1}: simplex); claim: a code at every point (τ → 0 limit, "
+                 "no line)",
                  "tau", "num_classes", grid, {k: dict(v, dim=d) for k, v in _FIX.items()},
                  logx=True, vmax=0.2)
 

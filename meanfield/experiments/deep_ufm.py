@@ -155,7 +155,7 @@ def run(cfg: DeepUFMConfig, ctx: RunContext) -> ExperimentResult:
     ranks = [numerical_rank(x, cfg.rank_rtol) if float(x.max()) > 1e-6 else 0 for x in sv]
     rel = (value - dnc.value) / dnc.value
     conv = gnorm <= cfg.tol_grad
-    s: dict = {"K": K, "L": L, "n": n, "width": d, "lam": lam, "lam_dnc": lam_dnc,
+    s: dict = {"K": K, "L": L, "n": n, "width_used": d, "lam": lam, "lam_dnc": lam_dnc,
                "value": value, "dnc_value": dnc.value, "dnc_t": dnc.t, "dnc_trivial": dnc.trivial,
                "gap": value - dnc.value, "rel_gap": rel,
                "rel_gap_checked": rel if conv else float("nan"),

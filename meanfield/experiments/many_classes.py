@@ -15,8 +15,10 @@ One point: balanced classes, ``num_classes`` = K, ``per_class`` = n, features in
     \\|w_k\\| = \\|h_i\\| = 1,
 
 parametrised by ``w = v / |v|``, ``h = g / |g|`` and minimised by L-BFGS (float64) from a random
-start (the run's seed) until the Riemannian gradient norm (the gradient projected on the tangent
-spaces of the spheres) is below ``tol_grad``. Then
+start (the run's seed) in the form ``tau log(mean CE)`` (the same critical points; the CE itself
+underflows as tau -> 0 and its gradient vanishes long before the code is reached) until the
+Riemannian gradient norm of that function (projected on the tangent spaces of the spheres) is
+below ``tol_grad``. Then
 
 - ``rho_trained`` = rho of the trained W (exact, with a duality certificate);
 - ``rho_best`` = the best rho found by maximising rho directly (``starts`` random starts,
@@ -27,8 +29,8 @@ spaces of the spheres) is below ``tol_grad``. Then
 - ``rel_gap`` = (rho_best - rho_trained) / rho_best, the statistic: the trained classifier is
   called a softmax code when ``rel_gap < 0.02`` (negative: training beat the direct search);
 - ``angle_trained``, ``angle_best``: smallest pairwise angles (degrees; the Tammes objective),
-  ``feature_spread``: mean distance of a feature to its class mean (GNC1), ``grad_norm``,
-  ``converged``.
+  ``feature_spread``: mean distance of a feature to its class mean (GNC1), ``tau_log_ce`` (the
+  minimised value), ``grad_norm``, ``converged``.
 """
 
 from __future__ import annotations
@@ -86,8 +88,8 @@ def check(cfg: ManyClassesConfig) -> None:
 
 def fit_sphere_ufm(K: int, d: int, n: int, tau: float, *, seed: int, tol_grad: float,
                    max_iter: int):
-    """The normalised CE UFM from a random start; returns ``(W (K, d), H (N, d), labels, loss,
-    riemannian_grad_norm, iterations)``."""
+    """The normalised CE UFM from a random start; returns ``(W (K, d), H (N, d), labels,
+    tau log(mean CE), its Riemannian gradient norm, iterations)``."""
     import torch
     from torch.nn import functional as F
     from ..deep.ufm import minimise
@@ -149,12 +151,12 @@ def run(cfg: ManyClassesConfig, ctx: RunContext) -> ExperimentResult:
         rho_b, _ = hull_distances(code.W)
     rho_t, rho_best = float(rho_k.min()), code.value
     known = known_optimum(K, d)
-    s: dict = {"K": K, "d": d, "tau": cfg.tau, "rho_trained": rho_t,
+    s: dict = {"K": K, "d": d, "rho_trained": rho_t,
                "rel_gap": (rho_best - rho_t) / rho_best if rho_best > 0 else float("nan"),
                "rho_known": float("nan") if known is None else known,
                "beyond_simplex": K > d + 1, "certificate_gap": float(gap_k.abs().max()),
                "angle_trained": math.degrees(min_angle(W)),
-               "angle_best": math.degrees(min_angle(code.W)), "loss": val, "grad_norm": rg,
+               "angle_best": math.degrees(min_angle(code.W)), "tau_log_ce": val, "grad_norm": rg,
                "converged": rg <= cfg.tol_grad, "iterations": iters}
     if known is None:
         s["rho_best"] = rho_best
@@ -183,7 +185,7 @@ def plot(run) -> list:
         a1.axhline(s["rho_known"], color="r", ls=":", label=f"known optimum = {s['rho_known']:.4f}")
     a1.set_xlabel("class k")
     a1.set_ylabel("one-vs-rest distance ρ_k = dist(w_k, conv of the others)")
-    a1.set_title(f"K = {int(s['K'])}, d = {int(s['d'])}, τ = {s['tau']:g}: ρ(trained) = "
+    a1.set_title(f"K = {int(s['K'])}, d = {int(s['d'])}, τ = {run.config.tau:g}: ρ(trained) = "
                  f"{s['rho_trained']:.4f}, relative gap {s['rel_gap']:+.2%}\n(softmax code called "
                  f"reached below {run.config.threshold:.0%}; ‖grad‖ = {s['grad_norm']:.1e})", fontsize=9)
     a1.legend(fontsize=8, loc="lower right")
