@@ -90,7 +90,7 @@ def test_fixed_etf_resnet_preset_counts_exactly(tmp_path, reduce):
     assert s["learned_optimizer_bytes"] == s["learned_param_bytes"] == s["learned_grad_bytes"]
     assert s["fixed_buffer_bytes"] - 400 == resnet18_buffer_bytes(widths=SMALL, feature_dim=10, reduce=reduce)
     assert s["published_saving"] == 0.2 and s["synthetic"] is True
-    assert all(k in s for k in ("loss_learned", "loss_fixed", "peak_saving", "param_saving"))
+    assert all(k in s for k in ("loss_learned", "loss_fixed", "peak_saving", "param_saving", "total_saving"))
     assert (tmp_path / reduce / "fixed_etf.png").exists()
 
 
