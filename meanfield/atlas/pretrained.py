@@ -19,7 +19,8 @@ from typing import Optional
 
 from .entry import SIZES, AtlasEntry, Panel, sizes
 
-__all__ = ["ENTRIES", "PRETRAINED", "SOURCES", "HEAD_PANELS", "validate", "main"]
+__all__ = ["ENTRIES", "PRETRAINED", "SOURCES", "HEAD_PANELS", "EPOCH_PANELS", "validate", "examine",
+           "main"]
 
 SOURCES = ("digits", "mnist1d")
 #: (preset of meanfield.heads, activation) per panel
@@ -141,6 +142,7 @@ def validate(entry_dir, entry: AtlasEntry = PRETRAINED, *, write: bool = True) -
             mm.append(m)
             if m is not None and m != pr:
                 dis.append({"panel": p.key, "layer": r.get("data.layer"), "lam": r.get("flow.lam"),
+                            "y": r.get(p.y, math.nan),
                             "seed": r.get("seed"), "predicted_collapse": pr, "measured_collapse": m,
                             "output_statistic": r.get("output_statistic"),
                             "accuracy": r.get("accuracy"), "risk": r.get("risk"),
@@ -163,6 +165,41 @@ def validate(entry_dir, entry: AtlasEntry = PRETRAINED, *, write: bool = True) -
     return out
 
 
+def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEntry = PRETRAINED,
+            limit: Optional[int] = None) -> dict:
+    """Rerun every disagreement of :func:`validate` with a ``factor`` times longer horizon.
+
+    Is the prediction wrong, or was the head not converged? Each disagreeing run is repeated
+    (same point, same seed) with ``flow.t_end`` and ``train.epochs`` multiplied by ``factor``;
+    ``longer_statistic`` and ``longer_collapsed`` are added to its entry, and
+    ``flips`` counts the disagreements whose verdict moves to the prediction's side. Rewrites
+    ``validation.json`` / ``validation.md``.
+    """
+    from ..study.rundir import run_experiment
+    v = validate(entry_dir, entry, write=False)
+    panels = {p.key: p for p in entry.panels}
+    flips = 0
+    for x in v["disagreements"][:limit]:
+        p = panels[x["panel"]]
+        ov = dict(p.fixed[size])
+        ov[p.x] = int(round(x["layer"]))
+        ov[p.y] = x["lam"] if p.y == "flow.lam" else int(round(x.get("y", 0)))
+        ov["flow.t_end"] = float(ov.get("flow.t_end", 100.0)) * factor
+        ov["train.epochs"] = int(ov.get("train.epochs", 300)) * factor
+        s = run_experiment(p.experiment, ov, seed=int(x["seed"]), write=False, progress=False).summary
+        x["longer_statistic"] = s["output_statistic"]
+        x["longer_collapsed"] = bool(s["output_collapsed"])
+        x["longer_factor"] = factor
+        flips += x["longer_collapsed"] == x["predicted_collapse"]
+    v["examined"] = len(v["disagreements"][:limit])
+    v["flips"] = flips
+    from ..record import write_json
+    d = Path(entry_dir)
+    write_json(d / "validation.json", v)
+    (d / "validation.md").write_text(_markdown(v))
+    return v
+
+
 def _markdown(v: dict) -> str:
     r, b = v["rule"], v["baseline"]
     lines = ["# The geometric rule against the runs", "",
@@ -180,19 +217,31 @@ def _markdown(v: dict) -> str:
                      f"(tp {s['tp']}, fp {s['fp']}, fn {s['fn']}, tn {s['tn']})")
     lines += ["", f"Disagreements: {len(v['disagreements'])}", ""]
     for x in v["disagreements"]:
-        lines.append(f"- {x['panel']}, layer {x['layer']:g}, λ = {x['lam']:g}, seed {x['seed']:g}: "
-                     f"predicted {'collapse' if x['predicted_collapse'] else 'none'}, output statistic "
-                     f"{x['output_statistic']:.3g}, training accuracy {x['accuracy']:.3f}")
+        txt = (f"- {x['panel']}, layer {x['layer']:g}, λ = {x['lam']:g}, y = {x['y']:g}, seed "
+               f"{x['seed']:g}: predicted {'collapse' if x['predicted_collapse'] else 'none'}, output "
+               f"statistic {x['output_statistic']:.3g}, training accuracy {x['accuracy']:.3f}")
+        if "longer_statistic" in x:
+            txt += (f"; {x['longer_factor']}x longer: {x['longer_statistic']:.3g} ("
+                    f"{'now agrees' if x['longer_collapsed'] == x['predicted_collapse'] else 'still disagrees'})")
+        lines.append(txt)
+    if "flips" in v:
+        lines += ["", f"Examined {v['examined']} disagreements with a longer horizon: {v['flips']} "
+                      "move to the predicted side (not converged), the others stay (the rule is wrong "
+                      "there, at this budget)."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    """``python -m meanfield.atlas.pretrained ATLAS/pretrained``: print and write the validation."""
+    """``python -m meanfield.atlas.pretrained ATLAS/pretrained [--examine]``: print and write the
+    validation (``--examine``: rerun the disagreements with a 4x longer horizon first)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    longer = "--examine" in args
+    args = [a for a in args if a != "--examine"]
     if len(args) != 1:
-        print("usage: python -m meanfield.atlas.pretrained ATLAS_DIR/pretrained", file=sys.stderr)
+        print("usage: python -m meanfield.atlas.pretrained ATLAS_DIR/pretrained [--examine]",
+              file=sys.stderr)
         return 2
-    v = validate(args[0])
+    v = examine(args[0]) if longer else validate(args[0])
     print(_markdown(v))
     return 0
 

@@ -73,11 +73,11 @@ class PretrainedHeadConfig:
         dtype: float64 or float32.
     """
 
-    data: DataSpec = DataSpec("features", {"source": "digits", "layer": 2})
-    model: ModelSpec = ModelSpec("meanfield", {"m": 300, "activation": "relu"})
+    data: DataSpec = DataSpec("features", {"source": "digits", "layer": 2, "per_class": 30})
+    model: ModelSpec = ModelSpec("meanfield", {"m": 200, "activation": "relu"})
     flow: FlowConfig = FlowConfig(loss="cross_entropy", lam=1e-3, integrator="heun", dt=0.5,
-                                  t_end=200.0)
-    train: TrainConfig = TrainConfig(optimizer="adam", lr=1e-2, epochs=500, loss="cross_entropy")
+                                  t_end=100.0)
+    train: TrainConfig = TrainConfig(optimizer="adam", lr=1e-2, epochs=300, loss="cross_entropy")
     n: int = 500
     regime: str = "auto"
     bias_input: Optional[bool] = None
@@ -219,7 +219,9 @@ def plot(run) -> list[str]:
     ax = axes[1]
     reg = collapse.regime_of(cfg)
     stat = s.get("output_statistic", float("nan"))
-    ax.bar([0], [stat], color="tab:blue" if s.get("output_collapsed") else "tab:orange", width=0.5)
+    ax.bar([0], [stat], color="tab:blue" if s.get("output_collapsed") else "tab:orange", width=0.5,
+           label="measured (blue: collapsed, orange: not)")
+    ax.text(0, stat, f"{stat:.3g}", ha="center", va="bottom", fontsize=10)
     ax.axhline(THRESHOLD, color="k", ls="--", label=f"threshold {THRESHOLD:g} (collapsed below)")
     ax.set_yscale("log")
     ax.set_xticks([0], [f"{cfg.model.name} head ({head_activation(cfg.model)})"])
@@ -229,9 +231,10 @@ def plot(run) -> list[str]:
     meas = "collapsed" if s.get("output_collapsed") else "not collapsed"
     ok = "agrees" if s.get("predictor_accuracy") == 1.0 else "DISAGREES"
     ax.set_title(f"rule predicts {verdict}; measured {meas} ({ok})\n"
-                 f"{reg} regime, λ = {cfg.flow.lam:g}, accuracy {s.get('accuracy', float('nan')):.3f}",
+                 f"{reg} regime, λ = {cfg.flow.lam:g}, training accuracy "
+                 f"{s.get('accuracy', float('nan')):.3f}",
                  fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     src = cfg.data.kwargs.get("source", "?")
     fig.suptitle(f"{src}: a {cfg.model.name} head on layer {s.get('layer')} of a trained "
                  f"{cfg.data.kwargs.get('backbone', 'mlp')} backbone", fontsize=10)
