@@ -188,12 +188,13 @@ def etf_optimum(loss: str, K: int, n: int, lam_w: float, lam_h: float, *, smooth
         i = int(torch.argmin(v))
         if i == 0:
             return 0.0, float(v[0])
-        lo, hi = float(grid[i - 1]), float(grid[min(i + 1, len(grid) - 1)])
-        for _ in range(100):  # golden-section refinement on the bracketing grid cells
-            a, b = hi - 0.618033988749895 * (hi - lo), lo + 0.618033988749895 * (hi - lo)
-            lo, hi = (lo, b) if float(g(a, m)) < float(g(b, m)) else (a, hi)
-        t = 0.5 * (lo + hi)
-        return (t, float(g(t, m))) if float(g(t, m)) < float(v[0]) else (0.0, float(v[0]))
+        for _ in range(5):  # zoom into the bracketing cells: each pass shrinks them 500-fold
+            lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
+            grid = torch.linspace(lo, hi, 1001, dtype=torch.float64)
+            vals = g(grid, m)
+            i = int(torch.argmin(vals))
+        t, gt = float(grid[i]), float(vals[i])
+        return (t, gt) if gt < float(v[0]) else (0.0, float(v[0]))
 
     t, v = argmin(mu)
     t0 = torch.zeros(1, dtype=torch.float64, requires_grad=True)
