@@ -54,7 +54,7 @@ IMBALANCE = AtlasEntry(
      Panel("mix_two_layer", "imbalance_mixture", "finite two-layer ReLU (width 64, full-batch Adam) "
            "on the same mixture", "ratio", "flow.lam", _MIX_GRID,
            sizes({"model": "two_layer", "model.width": 16, "n": 60, "train.epochs": 100},
-                 {"model": "two_layer", "model.width": 64, "train.epochs": 600},
+                 {"model": "two_layer", "model.width": 64, "train.epochs": 500},
                  {"model": "two_layer", "model.width": 1024, "n": 2000, "train.epochs": 3000}),
            logx=True, logy=True)),
     sizes(1, 3, 5))

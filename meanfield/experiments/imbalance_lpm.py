@@ -12,7 +12,8 @@ classes of ``n_b``), cross-entropy, no weight decay but the norm budgets
   spheres (:func:`meanfield.deep.ufm_imbalanced.fit_lpm`); with ``sdp_check`` its objective and
   ``max_cos`` are compared with the SDP's (``value_agrees``, ``max_cos_agrees``).
 
-Statistic: ``max_cos``, the largest cosine between two minority classifiers (1: minority collapse).
+Statistic: ``max_cos``, the largest cosine between two minority classifiers (1: minority collapse;
+NaN where the minority classifiers are 0, ``minority_zero``, as at small budgets and large ratios).
 Fang et al. prove ``w_b - w_b' -> 0`` as ``n_A / n_B -> infinity`` at fixed budgets: a limit, not a
 finite boundary, so no theory line is claimed; the panels measure where the collapse sets in.
 """
@@ -61,7 +62,8 @@ class ImbalanceLPMConfig:
 
 def run(cfg: ImbalanceLPMConfig, ctx: RunContext) -> ExperimentResult:
     from ..deep.ufm_imbalanced import fit_lpm
-    from ..theory.imbalance import group_counts, lpm_sdp, minority_max_cos
+    import numpy as np
+    from ..theory.imbalance import group_counts, lpm_sdp, minority_max_cos, minority_zero
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
     if not (math.isfinite(cfg.E) and cfg.E > 0):
@@ -71,15 +73,17 @@ def run(cfg: ImbalanceLPMConfig, ctx: RunContext) -> ExperimentResult:
     summary: dict = {"n_a": n_a, "N": sum(counts)}
     if cfg.method == "sdp":
         sol = lpm_sdp(counts, cfg.E, cfg.E, cfg.k_a)
-        import numpy as np
         ev, U = np.linalg.eigh(sol.WWt)
         W = U * np.sqrt(np.clip(ev, 0, None))  # any W with W W^T = the solution's Gram block
-        summary.update(max_cos=sol.max_cos, value=sol.value, status=sol.status)
+        summary.update(max_cos=sol.max_cos, value=sol.value, status=sol.status,
+                       normW_minority=float(np.sqrt(max(np.trace(sol.WWt[cfg.k_a:, cfg.k_a:]), 0.0))),
+                       minority_zero=minority_zero(W, cfg.k_a))
         return ExperimentResult(summary, cosine_rows(W))
     res = fit_lpm(counts, cfg.E, cfg.E, seed=ctx.seed, tol_grad=cfg.tol_grad, max_iter=cfg.max_iter)
     max_cos = minority_max_cos(res.W.numpy(), cfg.k_a)
     summary.update(max_cos=max_cos, value=res.value, grad_norm=res.grad_norm, converged=res.converged,
-                   iterations=res.iterations)
+                   iterations=res.iterations, normW_minority=float(res.W[cfg.k_a:].norm()),
+                   minority_zero=minority_zero(res.W.numpy(), cfg.k_a))
     if cfg.sdp_check:
         sol = lpm_sdp(counts, cfg.E, cfg.E, cfg.k_a)
         agreement(summary, "value", res.value, sol.value, cfg.value_tol, relative=True)

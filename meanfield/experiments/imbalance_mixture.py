@@ -55,7 +55,7 @@ class ImbalanceMixtureConfig:
     std: float = 0.5
     n: int = 200
     model: ModelSpec = ModelSpec("meanfield", {"m": 100, "activation": "relu"})
-    flow: FlowConfig = FlowConfig(loss="cross_entropy", lam=1e-2, integrator="heun", dt=0.1, t_end=100.0)
+    flow: FlowConfig = FlowConfig(loss="cross_entropy", lam=1e-2, integrator="heun", dt=0.05, t_end=100.0)
     train: TrainConfig = TrainConfig(optimizer="adam", lr=1e-2, epochs=1000, loss="cross_entropy")
     dtype: str = "float64"
 
@@ -92,7 +92,7 @@ def classifier_rows(model):
 
 def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
     """Several weight decays (and seeds) as one batched flow (``meanfield``), else a loop."""
-    from ..theory.imbalance import minority_max_cos
+    from ..theory.imbalance import minority_max_cos, minority_zero
     from ..deep.ufm_imbalanced import one_thread
     ccs = [to_collapse(c) for c in cfgs]
     out = []
@@ -101,7 +101,8 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
     for c, r in zip(cfgs, res):
         W = classifier_rows(r.extra["model"])
         s = dict(r.summary)
-        s.update(max_cos=minority_max_cos(W, c.k_a), normW=float((W ** 2).sum() ** 0.5))
+        s.update(max_cos=minority_max_cos(W, c.k_a), normW=float((W ** 2).sum() ** 0.5),
+                 minority_zero=minority_zero(W, c.k_a))
         out.append(replace(r, summary=s))
     return out
 

@@ -9,7 +9,9 @@ samples each (N samples); every sample a free feature, feature dim ``d = K``, no
 minimised by L-BFGS in float64 (:func:`meanfield.deep.ufm_imbalanced.fit_imbalanced_ufm`).
 
 Statistic: ``max_cos``, the largest cosine between two minority classifiers (rows of W); 1 is
-minority collapse, NaN where the optimum is ``W = 0`` (no classifier to compare). Theory
+minority collapse, NaN where the optimum is ``W = 0`` or has the minority classifiers at 0 while
+the majority ones are not (``minority_zero``: every |w_b| below 1e-3 of the longest row; a
+collapsed state too, but one without directions to compare). Theory
 (:mod:`meanfield.theory.imbalance`): the minority classifiers coincide exactly when
 
     lam >= lam* = sqrt(n_b) / N ,
@@ -100,8 +102,8 @@ def cosine_rows(W) -> list[dict]:
 
 def run(cfg: ImbalanceUFMConfig, ctx: RunContext) -> ExperimentResult:
     from ..deep.ufm_imbalanced import fit_imbalanced_ufm
-    from ..theory.imbalance import (group_counts, minority_max_cos, ufm_convex, ufm_minority_threshold,
-                                    ufm_trivial_threshold)
+    from ..theory.imbalance import (group_counts, minority_max_cos, minority_zero, ufm_convex,
+                                    ufm_minority_threshold, ufm_trivial_threshold)
     if not (math.isfinite(cfg.lam) and cfg.lam > 0):
         raise ValueError(f"lam must be finite and > 0, got {cfg.lam!r}")
     n_a = majority_size(cfg.ratio, cfg.n_b)
@@ -116,7 +118,8 @@ def run(cfg: ImbalanceUFMConfig, ctx: RunContext) -> ExperimentResult:
     summary: dict = {"max_cos": max_cos, "n_a": n_a, "N": sum(counts), "lam_star": lam_star,
                      "lam_ratio": cfg.lam / lam_star, "collapses_theory": cfg.lam >= lam_star,
                      "lam_trivial": ufm_trivial_threshold(counts), "normW": normW, "trivial": trivial,
-                     "normW_minority": float(res.W[cfg.k_a:].norm()), "value": res.value,
+                     "normW_minority": float(res.W[cfg.k_a:].norm()),
+                     "minority_zero": (not trivial) and minority_zero(W, cfg.k_a), "value": res.value,
                      "grad_norm": res.grad_norm, "converged": res.converged}
     if cfg.convex_check:
         cvx = ufm_convex(counts, cfg.lam, cfg.k_a)

@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["group_counts", "ufm_minority_threshold", "ufm_minority_margin", "ufm_trivial_threshold",
-           "minority_max_cos", "ufm_convex", "lpm_sdp", "lpm_nuclear", "ConvexSolution"]
+           "minority_max_cos", "minority_zero", "ufm_convex", "lpm_sdp", "lpm_nuclear", "ConvexSolution"]
 
 
 def group_counts(k_a: int, n_a: int, k_b: int, n_b: int) -> list[int]:
@@ -74,27 +74,35 @@ def ufm_trivial_threshold(counts: Sequence[int]) -> float:
     return float(np.linalg.norm(G, 2))
 
 
-def minority_max_cos(W: np.ndarray, k_a: int, *, eps: float = 1e-12) -> float:
-    """The largest cosine between two minority rows ``W[k_a:]`` of ``W (K, d)`` (NaN if one is ~0)."""
-    Wb = np.asarray(W, dtype=float)[k_a:]
-    if Wb.shape[0] < 2:
-        raise ValueError(f"need two or more minority rows, got {Wb.shape[0]} (W has {len(W)} rows, k_a={k_a})")
-    nrm = np.linalg.norm(Wb, axis=1)
-    if (nrm < eps).any():
-        return float("nan")
-    C = (Wb @ Wb.T) / np.outer(nrm, nrm)
-    iu = np.triu_indices(len(Wb), 1)
-    return float(np.clip(C[iu].max(), -1.0, 1.0))
+def minority_max_cos(W: np.ndarray, k_a: int, *, rel_tol: float = 1e-3, eps: float = 1e-6) -> float:
+    """The largest cosine between two minority rows ``W[k_a:]`` of ``W (K, d)``.
+
+    NaN where it is undefined: a minority row shorter than ``rel_tol`` times the longest row, or
+    than ``eps`` (the optimum can put the minority classifiers at 0 while the majority ones are
+    not; an optimiser or solver leaves rows of ~1e-7 there, whose directions are noise).
+    """
+    W = np.asarray(W, dtype=float)
+    if W.ndim != 2 or W.shape[0] - k_a < 2:
+        raise ValueError(f"need two or more minority rows, got W of shape {W.shape} with k_a={k_a}")
+    return _gram_cos(W @ W.T, k_a, rel_tol=rel_tol, eps=eps)
 
 
-def _gram_cos(G: np.ndarray, k_a: int, zero_tol: float = 1e-3) -> float:
-    """minority_max_cos from a Gram matrix ``G = W W^T`` (K, K); NaN if a minority |w_b| < zero_tol
-    (a solver's ~1e-8 accuracy on G leaves rows of norm ~1e-4 where the optimum is W = 0)."""
-    d = np.sqrt(np.clip(np.diag(G), 0, None))[k_a:]
-    if (d < zero_tol).any():
+def minority_zero(W: np.ndarray, k_a: int, *, rel_tol: float = 1e-3) -> bool:
+    """True if every minority row of ``W (K, d)`` is shorter than ``rel_tol`` times the longest row."""
+    nrm = np.linalg.norm(np.asarray(W, dtype=float), axis=1)
+    return bool(nrm.max() > 0 and (nrm[k_a:] < rel_tol * nrm.max()).all())
+
+
+def _gram_cos(G: np.ndarray, k_a: int, *, rel_tol: float = 1e-3, eps: float = 1e-6) -> float:
+    """minority_max_cos from a Gram matrix ``G = W W^T`` (K, K): NaN if a minority ``|w_b|`` is below
+    ``rel_tol`` times the longest row or below ``eps`` (a solver's ~1e-8 accuracy on G leaves rows
+    of norm ~1e-4 where the optimum has them at 0)."""
+    d = np.sqrt(np.clip(np.diag(G), 0, None))
+    db = d[k_a:]
+    if (db < max(rel_tol * d.max(), eps)).any():
         return float("nan")
-    C = G[k_a:, k_a:] / np.outer(d, d)
-    iu = np.triu_indices(len(d), 1)
+    C = G[k_a:, k_a:] / np.outer(db, db)
+    iu = np.triu_indices(len(db), 1)
     return float(np.clip(C[iu].max(), -1.0, 1.0))
 
 
@@ -143,7 +151,7 @@ def ufm_convex(counts: Sequence[int], lam: float, k_a: int) -> ConvexSolution:
     Mv = Z.value @ np.diag(np.sqrt(np.asarray(counts, dtype=float)))
     U, s, _ = np.linalg.svd(Mv)
     WWt = (U * s) @ U.T
-    return ConvexSolution(float(prob.value), WWt, _gram_cos(WWt, k_a), status)
+    return ConvexSolution(float(prob.value), WWt, _gram_cos(WWt, k_a, eps=1e-3), status)
 
 
 def lpm_sdp(counts: Sequence[int], E_W: float, E_H: float, k_a: int) -> ConvexSolution:
@@ -162,7 +170,7 @@ def lpm_sdp(counts: Sequence[int], E_W: float, E_H: float, k_a: int) -> ConvexSo
     prob = cp.Problem(cp.Minimize(_ce_terms(X[:K, K:], counts)), cons)
     status = _solve(prob)
     WWt = np.asarray(X.value[K:, K:])
-    return ConvexSolution(float(prob.value), WWt, _gram_cos(WWt, k_a), status)
+    return ConvexSolution(float(prob.value), WWt, _gram_cos(WWt, k_a, eps=1e-3), status)
 
 
 def lpm_nuclear(counts: Sequence[int], E_W: float, E_H: float) -> float:
