@@ -92,6 +92,7 @@ def test_experiment_bad_input(key, val):
         _run(num_classes=4, **{key: val}) if key != "num_classes" else _run(**{key: val})
 
 
+@pytest.mark.slow   # tests/test_atlas.py runs every entry at size small in the default suite
 def test_atlas_entry_small(tmp_path):
     from meanfield import atlas
     assert "deep_ufm" in atlas.list_atlas()

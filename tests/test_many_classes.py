@@ -113,6 +113,7 @@ def test_experiment_bad_input(key, val):
         _run(**{key: val})
 
 
+@pytest.mark.slow   # tests/test_atlas.py runs every entry at size small in the default suite
 def test_atlas_entry_small(tmp_path):
     from meanfield import atlas
     assert "many_classes" in atlas.list_atlas()
