@@ -416,14 +416,14 @@ def plot(run) -> list[str]:
 EXPERIMENT = Experiment(
     name="fixed_etf",
     description="Fixed simplex-ETF classifier vs learned on digits: test accuracy and training memory "
-                "(Zhu et al.; docs/science.md §3.5)",
+                "(Zhu et al.; docs/science.md §3.5); --set preset=resnet18: ResNet-18 memory (§5.6)",
     config=FixedETFConfig,
     run=run,
     plot=plot,
     science=Science(
         claim="A classifier frozen to a simplex ETF (feature dim = C) reaches the same accuracy with "
               "less training memory",
-        source="docs/science.md §3.5 (last part); Zhu et al., A geometric analysis of neural "
+        source="docs/science.md §3.5 (last part), §5.6 (preset resnet18); Zhu et al., A geometric analysis of neural "
                "collapse with unconstrained features (NeurIPS 2021)",
         regime="bounded",
         statistic="|test_acc_gap|",
