@@ -221,7 +221,9 @@ def plot(run) -> list[str]:
     mp = cfg.model.kwargs
     ax2.set_title(f"{cfg.model.name} (depth {mp.get('depth')}, width {mp.get('width')}) on {cfg.data.name}, "
                   f"{cfg.seeds} seeds per arm: speed-up {s['speedup']:.2f}×", fontsize=10)
-    ax2.legend(fontsize=8)
+    lo, hi = ax2.get_ylim()
+    ax2.set_ylim(lo, hi * 6)                     # room for the legend above the curves
+    ax2.legend(fontsize=7.5, loc="upper right")
     ax2.grid(alpha=0.3, which="both")
     fig.suptitle("Neural collapse with normalised features (Yaras et al. 2022): landscape of the "
                  "UFM on spheres, and collapse speed of deep nets", fontsize=11)
