@@ -255,7 +255,8 @@ def plot(run) -> list[str]:
     the UFM optimum and of the net in the plane of the single-label means, from the run's files."""
     import matplotlib.pyplot as plt
     from .weight_decay import num
-    cfg, s, hist = run.config, run.summary, run.history
+    cfg, hist = run.config, run.history
+    s = {k: float("nan") if v is None else v for k, v in run.summary.items()}   # NaN is null in JSON
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.6))
     ax = axes[0]
     ep = [r for r in hist if r.get("kind") == "epoch"]

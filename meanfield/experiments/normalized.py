@@ -178,7 +178,8 @@ def plot(run) -> list[str]:
     with and without normalised features against epochs, from the run's files."""
     import matplotlib.pyplot as plt
     from .weight_decay import num
-    cfg, s, hist = run.config, run.summary, run.history
+    cfg, hist = run.config, run.history
+    s = {k: float("nan") if v is None else v for k, v in run.summary.items()}   # NaN is null in JSON
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.4))
     starts = sorted({int(r["start"]) for r in hist if r.get("kind") == "ufm"})
     for st in starts:
@@ -211,7 +212,8 @@ def plot(run) -> list[str]:
         ax2.plot([], [], color=colours[arm], label=f"{names[arm]}: NC1 < {cfg.nc1_threshold:g} after "
                  f"{e:.0f} epochs (mean, {s[f'reached_{arm}']:.0%} of seeds); final NC1 "
                  f"{s[f'final_nc1_{arm}']:.3g}" if math.isfinite(e) else
-                 f"{names[arm]}: NC1 never below {cfg.nc1_threshold:g}")
+                 f"{names[arm]}: NC1 never below {cfg.nc1_threshold:g}; final NC1 "
+                 f"{s[f'final_nc1_{arm}']:.3g}")
         if math.isfinite(e):
             ax2.axvline(e, color=colours[arm], ls="--", lw=1)
     ax2.axhline(cfg.nc1_threshold, color="k", ls=":", label=f"threshold NC1 = {cfg.nc1_threshold:g}")
@@ -220,7 +222,8 @@ def plot(run) -> list[str]:
     ax2.set_ylabel("NC1 = Tr(Σ_W Σ_B⁺)/C (log)")
     mp = cfg.model.kwargs
     ax2.set_title(f"{cfg.model.name} (depth {mp.get('depth')}, width {mp.get('width')}) on {cfg.data.name}, "
-                  f"{cfg.seeds} seeds per arm: speed-up {s['speedup']:.2f}×", fontsize=10)
+                  f"{cfg.seeds} seed(s) per arm: " + (f"speed-up {s['speedup']:.2f}×" if math.isfinite(s["speedup"])
+                  else "speed-up undefined (an arm never reached the threshold)"), fontsize=10)
     lo, hi = ax2.get_ylim()
     ax2.set_ylim(lo, hi * 6)                     # room for the legend above the curves
     ax2.legend(fontsize=7.5, loc="upper right")
