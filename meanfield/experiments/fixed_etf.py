@@ -436,5 +436,6 @@ EXPERIMENT = Experiment(
                 "state_saving": "training-state memory saved (fraction)"}),
     large={"data": "mnist_subset", "train_per_class": 400, "model.width": 2048, "train.epochs": 60,
            "seeds": 3, "train.batch_size": 128},
-    small={"train.epochs": 6, "seeds": 1, "model.width": 64, "train_per_class": 30},
+    small={"train.epochs": 6, "seeds": 1, "model.width": 64, "train_per_class": 30,
+           "resnet.batch": 8, "resnet.steps": 2, "resnet.per_class": 2},
 )
