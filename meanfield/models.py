@@ -145,7 +145,7 @@ MLP_ENTRY = ModelEntry(_mlp, _first_line(_mlp))
 CONVNET = ModelEntry(_convnet, _first_line(_convnet))
 
 _BUILTINS = {"meanfield": "MEANFIELD", "two_layer": "TWO_LAYER", "deep": "DEEP", "mlp": "MLP_ENTRY",
-             "convnet": "CONVNET"}
+             "convnet": "CONVNET", "resnet18": "RESNET18"}
 
 
 def _load_builtins() -> None:
@@ -229,3 +229,22 @@ def build_model(spec, input_dim: int, num_classes: int, *, seed: Optional[int] =
         raise ValueError(f"unknown parameter(s) {', '.join(map(repr, bad))} for model {name!r}; its "
                          f"parameters: {', '.join(valid) or '(none)'}")
     return entry.factory(input_dim, num_classes, seed=seed, dtype=dtype, device=device, **params)
+
+
+def _resnet18(input_dim: int, num_classes: int, *, seed: Optional[int] = 0,
+              dtype: torch.dtype = torch.float32, device=None, in_channels: int = 3,
+              widths: tuple = (64, 128, 256, 512), feature_dim: Optional[int] = None,
+              reduce: str = "linear"):
+    """ResNet-18 (CIFAR variant) on images (n, in_channels, h, w), features optionally reduced to feature_dim.
+
+    ``widths``: the four stage widths; ``reduce``: linear or last_block (:mod:`meanfield.deep.resnet`);
+    train with ``train.input_shape``.
+    """
+    from .deep.resnet import ResNet18
+    if int(input_dim) % int(in_channels):
+        raise ValueError(f"input_dim {input_dim} is not a multiple of in_channels={in_channels}")
+    return ResNet18(int(in_channels), num_classes, widths=tuple(widths), feature_dim=feature_dim,
+                    reduce=reduce, seed=seed, dtype=_dtype(dtype), device=device)
+
+
+RESNET18 = ModelEntry(_resnet18, _first_line(_resnet18))

@@ -198,7 +198,12 @@ def _check_experiment(name: str, exp) -> None:
 
 _BUILTINS = ("three_atoms", "three_atoms_relu", "maxmargin", "simplex_optimality", "weight_decay",
              "ufm", "fixed_etf", "width_limit", "enclosure", "deep_collapse", "ufm_collapse",
-             "collapse")
+             "collapse",
+             # the follow-up claims (docs/science.md §5)
+             "multilabel", "loss_family", "layerwise", "normalized", "ls_init",
+             # the atlas of 2021-2025 (§6) and pretrained heads (§7)
+             "imbalance_ufm", "imbalance_lpm", "imbalance_mixture", "many_classes", "deep_ufm",
+             "meanfield_nc1", "pretrained_head")
 
 
 def _load_builtins() -> None:
