@@ -28,8 +28,10 @@ Two parts, one run:
    of the single-label samples, ``net_within`` (Tr Sigma_W / Tr Sigma_B over the label sets), the
    final loss; history rows per recorded epoch.
 
-Bounded regime (weight decay > 0); the statistic is ``net_deviation`` (called collapsed below 0.2, an angle of
-about 11.5 degrees: the default MLP plateaus near 0.17 after 600 Adam epochs).
+Bounded regime (weight decay > 0); the statistic is ``net_deviation``, called collapsed below 0.1
+(the sine of an angle of about 5.7 degrees between a set's mean and its tag-wise prediction, fixed
+before looking at the net: the default MLP plateaus near 0.17 after 600 Adam epochs, so it is
+reported as *not* reaching the tag-wise structure).
 """
 
 from __future__ import annotations
@@ -307,7 +309,7 @@ EXPERIMENT = Experiment(
                "(ICML 2024, arXiv:2310.15903); docs/science.md §5.1",
         regime="bounded",
         statistic="net_deviation",
-        threshold=0.2,
+        threshold=0.1,
         collapsed_below=True,
         theory=None,
         labels={"num_labels": "labels K", "lam_w": "λ_W (UFM weight decay of W)",
