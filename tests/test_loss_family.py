@@ -23,6 +23,15 @@ from meanfield.theory.ufm import ce_ufm
 ETF_GRAM = lambda K: math.sqrt(2 - 2 * math.sqrt((K - 1) / K))  # noqa: E731
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: these problems are tiny, and two threads spin-wait on a busy machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def test_losses_against_torch_and_their_special_cases():
     g = torch.Generator().manual_seed(0)
     f = torch.randn(7, 5, generator=g, dtype=torch.float64)

@@ -152,6 +152,13 @@ def _stats(v: list) -> tuple[float, float, float]:
 
 
 def run(cfg: LSInitConfig, ctx: RunContext) -> ExperimentResult:
+    from ..simulation import _torch_threads
+    # CPU: one torch thread; these problems are small, and two threads spin-wait on a busy machine
+    with _torch_threads(1 if str(ctx.device).startswith("cpu") else None):
+        return _run(cfg, ctx)
+
+
+def _run(cfg: LSInitConfig, ctx: RunContext) -> ExperimentResult:
     from ..deep.train import collect_features, train
     from ..models import build_model
     from .fixed_etf import split
