@@ -99,4 +99,4 @@ def test_atlas_entry_small(tmp_path):
     page = atlas.run_atlas(tmp_path, size="small", only=["deep_ufm"], width_limit=False)
     assert (tmp_path / "deep_ufm" / "deep_ufm.png").stat().st_size > 0
     text = (tmp_path / "atlas.md").read_text()
-    assert "grid points" in text and "reference only" in text and page.exists()
+    assert "grid points" in text and "a reference, not a claim" in text and page.exists()
