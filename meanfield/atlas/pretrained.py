@@ -28,18 +28,19 @@ HEAD_PANELS = (("meanfield", "relu"), ("meanfield", "tanh"), ("w10", "relu"), ("
                ("w1000", "tanh"))
 #: heads of the layer x backbone-epochs panels
 EPOCH_PANELS = (("w1000", "relu"), ("w1000", "tanh"))
-_EPOCHS = sizes({"data.layer": "1,3", "data.epochs": "0,5"},
+_EPOCHS = sizes({"data.layer": "1,", "data.epochs": "5,"},
                 {"data.layer": "0,1,2,3,4", "data.epochs": "0,3,60"},
                 {"data.layer": "0,1,2,3,4", "data.epochs": "0,3,10,30,100,300"})
 _TITLES = {"meanfield": "mean-field two-layer head (particles)", "w10": "two-layer head, width 10",
            "w1000": "two-layer head, width 1000"}
-_GRID = sizes({"data.layer": "1,3", "flow.lam": "0.001,"},
+# small: one point per panel (the atlas test runs every entry at this size)
+_GRID = sizes({"data.layer": "1,", "flow.lam": "0.001,"},
               {"data.layer": "0,1,2,3,4", "flow.lam": "1e-4,1e-3,1e-2"},
               {"data.layer": "0,1,2,3,4", "flow.lam": "1e-5:1e-1:5:log"})
-_DATA = sizes({"data.per_class": 10, "data.epochs": 5},
+_DATA = sizes({"data.per_class": 5, "data.epochs": 5},
               {"data.per_class": 30, "data.epochs": 60},
               {"data.per_class": 200, "data.epochs": 200})
-_HEAD = sizes({"model.m": 40, "flow.t_end": 10.0, "train.epochs": 30},
+_HEAD = sizes({"model.m": 20, "flow.t_end": 5.0, "train.epochs": 20},
               {"model.m": 200, "flow.t_end": 100.0, "train.epochs": 300},
               {"model.m": 3000, "flow.t_end": 2000.0, "train.epochs": 5000})
 
@@ -166,20 +167,25 @@ def validate(entry_dir, entry: AtlasEntry = PRETRAINED, *, write: bool = True) -
 
 
 def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEntry = PRETRAINED,
-            limit: Optional[int] = None) -> dict:
+            per_panel: Optional[int] = None) -> dict:
     """Rerun every disagreement of :func:`validate` with a ``factor`` times longer horizon.
 
     Is the prediction wrong, or was the head not converged? Each disagreeing run is repeated
     (same point, same seed) with ``flow.t_end`` and ``train.epochs`` multiplied by ``factor``;
     ``longer_statistic`` and ``longer_collapsed`` are added to its entry, and
-    ``flips`` counts the disagreements whose verdict moves to the prediction's side. Rewrites
+    ``flips`` counts the disagreements whose verdict moves to the prediction's side;
+    ``per_panel`` examines at most that many per panel (None: all). Rewrites
     ``validation.json`` / ``validation.md``.
     """
     from ..study.rundir import run_experiment
     v = validate(entry_dir, entry, write=False)
     panels = {p.key: p for p in entry.panels}
-    flips = 0
-    for x in v["disagreements"][:limit]:
+    flips, seen, todo = 0, {}, []
+    for x in v["disagreements"]:
+        seen[x["panel"]] = seen.get(x["panel"], 0) + 1
+        if per_panel is None or seen[x["panel"]] <= per_panel:
+            todo.append(x)
+    for x in todo:
         p = panels[x["panel"]]
         ov = dict(p.fixed[size])
         ov[p.x] = int(round(x["layer"]))
@@ -191,7 +197,7 @@ def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEn
         x["longer_collapsed"] = bool(s["output_collapsed"])
         x["longer_factor"] = factor
         flips += x["longer_collapsed"] == x["predicted_collapse"]
-    v["examined"] = len(v["disagreements"][:limit])
+    v["examined"] = len(todo)
     v["flips"] = flips
     from ..record import write_json
     d = Path(entry_dir)
