@@ -17,9 +17,9 @@ _LAMS = sizes("1e-3,1e-1", "1e-4:1e-1:4:log", "1e-5:1e-1:9:log")
 _GRID = {k: {"flow.lam": _LAMS[k], "flow.lam_W": _LAMS[k]} for k in SIZES}
 # one width per point (the experiment's own run covers several); float64 throughout
 _FIX = sizes({"widths": (16,), "per_class": 8, "records": 4, "flow.t_end": 10.0},
-             {"widths": (128,), "per_class": 20, "records": 6, "flow.t_end": 300.0},
+             {"widths": (128,), "per_class": 20, "records": 6, "flow.t_end": 100.0},
              {"widths": (4096,), "per_class": 100, "classes": 10, "p": 16, "records": 10,
-              "flow.t_end": 3000.0, "flow.backend": "auto"})
+              "flow.t_end": 1000.0, "flow.backend": "auto"})
 _SETS = (("gaussian_mixture", "Gaussian mixture (3 classes, d = 5)"),
          ("digits", "digits 8×8 (classes 0–2, d = 64)"),
          ("mnist1d", "MNIST-1D (classes 0–2, d = 40)"))

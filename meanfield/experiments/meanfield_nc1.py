@@ -20,6 +20,11 @@ t > 0), ``ratio_end`` (its largest final value), ``bound_ratio_max`` (the larges
 ``nc1_<dataset>_m<m>`` and ``ratio_<dataset>_m<m>`` at the end. The paper states no constant, so
 no ``_agrees`` key is written: the ratio is measured, not predicted.
 
+Step size: Heun with dt = 0.05. The gradient norm is the most step-sensitive quantity recorded
+(the flow's stiffness grows with the weights as the loss falls): at dt = 0.2 it was wrong by up
+to 10x by t = 300 (mnist1d, m = 512) while the objective still fell; at dt = 0.05 it is within 2 %
+of dt = 0.025 up to t = 100 (mnist1d and digits, m = 512), the loss and objective within 1e-4.
+
 Data sets (each rescaled to a mean squared input norm of 1, the first ``classes`` classes,
 ``per_class`` samples per class, drawn with the run's seed): ``gaussian_mixture`` (means 3 e_c in
 R^max(5, C), unit std), ``digits`` (8x8, d = 64), ``mnist1d`` (d = 40) and ``mnist_subset``
@@ -65,8 +70,7 @@ class MeanfieldNC1Config:
     per_class: int = 20
     p: int = 8
     activation: str = "relu"
-    flow: VectorFlowConfig = VectorFlowConfig(lam=1e-3, lam_W=1e-3, dt=0.05, stepping="log",
-                                              ds=0.05, dt_max=0.2, t_end=300.0,
+    flow: VectorFlowConfig = VectorFlowConfig(lam=1e-3, lam_W=1e-3, dt=0.05, t_end=100.0,
                                               backend="dense")
     records: int = 25
     dtype: str = "float64"
@@ -186,10 +190,11 @@ def plot(run_files) -> list[str]:
                       label=f"{ds}, m = {m}")
     if allx:
         lo, hi = min(allx), max(allx)
-        c = summ.get("ratio_max", float("nan"))
-        if math.isfinite(c) and c > 0:
-            ax.loglog([lo, hi], [c * lo, c * hi], "k--", lw=1,
-                      label=f"NC1 = c·(L + G), c = max ratio = {c:.3g} (measured)")
+        for key, ls, what in (("ratio_max", "--", "max over the flow"), ("ratio_end", "-.", "max at t_end")):
+            c = summ.get(key, float("nan"))
+            if isinstance(c, float) and math.isfinite(c) and c > 0:
+                ax.loglog([lo, hi], [c * lo, c * hi], "k", ls=ls, lw=1,
+                          label=f"NC1 = c·(L + G), c = {c:.3g}: {what} (measured)")
     ax.axhline(0.05, color="grey", ls=":", lw=1, label="threshold 0.05 (collapsed below)")
     ax.set_xlabel("loss + gradient norm  L + G  (at the recorded times; filled: t_end)")
     ax.set_ylabel("NC1 = Tr Σ_W / Tr Σ_B of h(x)")
@@ -236,5 +241,5 @@ EXPERIMENT = Experiment(
            "flow.t_end": 20.0},
     large={"datasets": ("gaussian_mixture", "digits", "mnist1d", "mnist_subset"),
            "widths": (256, 1024, 4096, 16384), "per_class": 100, "classes": 10, "p": 16,
-           "flow.t_end": 3000.0, "records": 40, "flow.backend": "auto"},
+           "flow.t_end": 1000.0, "records": 40, "flow.backend": "auto"},
 )
