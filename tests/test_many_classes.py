@@ -55,12 +55,13 @@ def test_point_inside_hull_has_zero_distance():
     assert float(rho[0]) < 1e-12
 
 
-def test_softmax_code_is_not_tammes():
-    # for two configurations, the larger minimal angle need not give the larger rho: the objective
-    # is not a function of the pairwise angles alone (cross-polytope vs a random-free example)
-    W = cross_polytope(3)
-    assert abs(min_angle(W) - math.pi / 2) < 1e-12
-    assert abs(code_value(W) - 1.0) < 1e-12
+def test_rho_is_not_a_function_of_the_smallest_angle():
+    # K = 4, d = 3, both with smallest pairwise angle 90 degrees: a square in a plane (rho = 1)
+    # and e_1, e_2, e_3, -(1, 1, 1)/sqrt(3) (rho > 1): the objective is not the Tammes objective
+    sq = torch.tensor([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], dtype=torch.float64)
+    tri = sphere_rows(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [-1, -1, -1]], dtype=torch.float64))
+    assert abs(min_angle(sq) - math.pi / 2) < 1e-12 and abs(min_angle(tri) - math.pi / 2) < 1e-12
+    assert abs(code_value(sq) - 1.0) < 1e-12 and code_value(tri) > 1.1
 
 
 @pytest.mark.parametrize("K,d", [(5, 2), (4, 3), (6, 3)])
