@@ -12,8 +12,9 @@ from .entry import SIZES, AtlasEntry, Panel, sizes
 __all__ = ["BUILTIN"]
 
 # ---------------------------------------------------------------- three atoms
-_P3 = sizes("0.25,4", "0.25:8:6:log", "0.125:16:15:log")
-_P2 = sizes("1", "0.5,1,2", "0.25:4:7:log")
+# default: 12 x 6 points x 3 seeds (the resolution rule of every default-size panel)
+_P3 = sizes("0.25,4", "0.25:8:12:log", "0.125:16:24:log")
+_P2 = sizes("1", "0.25:4:6:log", "0.25:4:9:log")
 _THREE_GRID = {k: {"data.p3": _P3[k], "data.p2": _P2[k]} for k in SIZES}
 
 THREE_ATOMS = AtlasEntry(
@@ -24,17 +25,16 @@ THREE_ATOMS = AtlasEntry(
     "the trainable-ReLU panel it is drawn as a reference only (no theory is claimed there)",
     (Panel("frozen", "three_atoms", "frozen smoothstep features", "data.p3", "data.p2",
            _THREE_GRID, sizes({"m": 60, "flow.t_end": 1e4}, {}, {"m": 3000}), logx=True),
-     Panel("relu", "three_atoms_relu", "trainable ReLU, λ = 0", "data.p3", "data.p2",
-           {**_THREE_GRID, "default": {"data.p3": "0.25,1,2,8", "data.p2": "0.5,2"}},
+     Panel("relu", "three_atoms_relu", "trainable ReLU, λ = 0", "data.p3", "data.p2", _THREE_GRID,
            sizes({"m": 50, "flow.t_end": 100.0, "flow.ds": 0.01, "snapshot": 1},
                  {"m": 100, "flow.t_end": 1e4, "flow.ds": 0.01, "snapshot": 1},
                  {"m": 1000, "flow.t_end": 1e6, "snapshot": 1}),
            theory="reference:three_atoms", logx=True)),
-    sizes(1, 2, 4))
+    sizes(1, 3, 4))
 
 # ---------------------------------------------------------------- enclosure
-_T = sizes("0,1", "0:1:5", "0:1:11")
-_LAM = sizes("0.001,0.1", "1e-3:1e-1:4:log", "1e-4:1:13:log")
+_T = sizes("0,1", "0:1:12", "0:1:21")
+_LAM = sizes("0.001,0.1", "1e-3:1e-1:6:log", "1e-4:1:13:log")
 _ENC_GRID = {k: {"data.t": _T[k], "flow.lam": _LAM[k]} for k in SIZES}
 _ENC_MF = sizes({"model.m": 100, "n": 60, "flow.t_end": 10.0, "flow.dt": 0.1}, {}, {})
 # finite nets: width 64 (the models' own default is 128)
@@ -55,8 +55,11 @@ ENCLOSURE = AtlasEntry(
     "training budget; collapsed when below 0.05 (NC1 of two classes is the within-class variance "
     "along the class-mean axis over the squared half-distance of the means: 0.05 is a within-class "
     "std of about 22 % of it)",
-    "the dashed line is a geometric reference computed from the radii in use, not a theorem: past "
-    "it part of class −1 lies in the convex hull of class +1 (the three-atom configuration in 2-D)",
+    "the dashed line is a geometric reference computed by LPs from the distribution in use "
+    "(meanfield.geometry: the t where a sample of class −1 first enters the convex hull of class +1, "
+    "on 2000 samples at the radii set; the closed form (r_in − r0)/(r_in + r_out) is its test "
+    "oracle), not a theorem: past it part of class −1 lies in the convex hull of class +1 (the "
+    "three-atom configuration in 2-D)",
     (_enc_panel("meanfield", "mean-field two-layer ReLU (m particles, Wasserstein flow)",
                 {"model": "meanfield"}),
      _enc_panel("two_layer", "finite two-layer ReLU with biases (Adam)", {"model": "two_layer"}),
@@ -64,17 +67,18 @@ ENCLOSURE = AtlasEntry(
                 {"model": "deep", "model.depth": 3}),
      _enc_panel("deep5", "deep homogeneous ReLU, depth 5 (input (x, 1))",
                 {"model": "deep", "model.depth": 5})),
-    sizes(1, 2, 4))
+    sizes(1, 3, 4))
 
 ACTIVATION = AtlasEntry(
     "activation", "Activation against geometry: mean-field two-layer net, logistic loss",
     "bounded regime (λ > 0): NC1 of the penultimate (hidden) features of the mean-field net; "
     "collapsed when below 0.05",
-    "the dashed line is the geometric reference (class −1 enters the hull of class +1)",
+    "the dashed line is the geometric reference (class −1 enters the hull of class +1), computed "
+    "by LPs from the distribution in use as on the enclosure panels",
     tuple(_enc_panel(a, f"{a} ({kind})", {"model": "meanfield", "model.activation": a})
           for a, kind in (("relu", "homogeneous"), ("softplus", "smooth"), ("tanh", "smooth"),
                           ("smoothstep", "flat outside [0, 1]"))),
-    sizes(1, 2, 4))
+    sizes(1, 3, 4))
 
 # ---------------------------------------------------------------- deep nets on digits
 DEEP_DIGITS = AtlasEntry(
@@ -86,7 +90,7 @@ DEEP_DIGITS = AtlasEntry(
     "where a finite budget gets; no line is drawn",
     tuple(Panel(key, "deep_collapse", title, "train.weight_decay", "model.depth",
                 sizes({"train.weight_decay": "1e-4,1e-2", "model.depth": "2,3"},
-                      {"train.weight_decay": "1e-4:1e-2:4:log", "model.depth": "2,3,4,5"},
+                      {"train.weight_decay": "1e-4:1e-2:12:log", "model.depth": "2,3,4,5,6,7"},
                       {"train.weight_decay": "1e-5:3e-2:8:log", "model.depth": "2,3,4,5,6,7"}),
                 # 300 epochs: NC1 is still falling at 30 (0.2) and reaches ~0.02 at 600 for small λ
                 sizes({"data.per_class": 20, "train.epochs": 3, "model.width": 32},
@@ -96,11 +100,11 @@ DEEP_DIGITS = AtlasEntry(
                 metric=key, threshold=thr, collapsed_below=True, theory=None, logx=True)
           for key, title, thr in (("nc1", "NC1 (variability collapse)", 0.1),
                                   ("nc3", "NC3 (self-duality of W and the means)", 0.3))),
-    sizes(1, 2, 3))
+    sizes(1, 3, 3))
 
 # ---------------------------------------------------------------- the UFM
 _UFM_GRID = sizes({"lam_w": "0.01,0.5", "lam_h": "0.01,0.5"},
-                  {"lam_w": "3e-3:1:7:log", "lam_h": "3e-3:1:7:log"},
+                  {"lam_w": "3e-3:1:12:log", "lam_h": "3e-3:1:12:log"},
                   {"lam_w": "1e-3:1:19:log", "lam_h": "1e-3:1:19:log"})
 _UFM_FIX = sizes({"tol_grad": 1e-8, "max_iter": 500}, {"tol_grad": 1e-8, "max_iter": 3000},
                  {"num_classes": 10, "per_class": 20, "tol_grad": 1e-9})
@@ -115,10 +119,10 @@ UFM = AtlasEntry(
      Panel("sweep", "ufm_collapse", "NC2: ETF distance of W (blank: W = 0)", "lam_w", "lam_h",
            _UFM_GRID, _UFM_FIX, metric="nc2_etf_w", threshold=1e-3, collapsed_below=True,
            logx=True, logy=True)),
-    sizes(1, 2, 3))
+    sizes(1, 3, 3))
 
 # Entries declared in their own modules: ``meanfield/atlas/<module>.py`` with a tuple ``ENTRIES``.
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("imbalance", "pretrained", "meanfield_nc1", "many_classes", "deep_ufm")
 
 
 def _from_modules() -> tuple:
