@@ -172,7 +172,7 @@ def plot(run_files) -> list[str]:
     dsets = list(dict.fromkeys(k[0] for k in keys))
     markers = "os^Dv<>p*h"
     cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 5.2))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 6.4))
     allx, ally = [], []
     for ds, m in keys:
         rr = [r for r in rows if r["dataset"] == ds and int(r["m"]) == m and r["nc1_tr"] > 0]
@@ -186,8 +186,7 @@ def plot(run_files) -> list[str]:
         ax.loglog(x[-1:], y[-1:], mk, color=col, ms=7)
         wb = [(r["bound"], r["within"]) for r in rr if math.isfinite(r["bound"]) and r["within"] > 0]
         if wb:
-            bx.loglog([a for a, _ in wb], [b for _, b in wb], mk, color=col, ms=4, mfc="none",
-                      label=f"{ds}, m = {m}")
+            bx.loglog([a for a, _ in wb], [b for _, b in wb], mk, color=col, ms=4, mfc="none")
     if allx:
         lo, hi = min(allx), max(allx)
         for key, ls, what in (("ratio_max", "--", "max over the flow"), ("ratio_end", "-.", "max at t_end")):
@@ -201,7 +200,7 @@ def plot(run_files) -> list[str]:
     ax.set_title("NC1 of the features entering the linear head vs L + G\n"
                  f"(time runs to the lower left; t_end = {summ.get('t_end', float('nan')):.3g})",
                  fontsize=10)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+
     lims = bx.get_xlim() + bx.get_ylim()
     if all(math.isfinite(v) and v > 0 for v in lims):
         a, b = min(lims), max(lims)
@@ -210,8 +209,11 @@ def plot(run_files) -> list[str]:
     bx.set_ylabel("within-class variability Tr Σ_W of h(x)")
     bx.set_title(f"derived bound holds: max within / bound = {summ.get('bound_ratio_max', float('nan')):.2g}",
                  fontsize=10)
-    bx.legend(fontsize=7, ncol=2, loc="upper left")
-    fig.tight_layout()
+    bx.legend(fontsize=8, loc="upper left", title="colours and markers as on the left",
+              title_fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7.5)
+    fig.tight_layout(rect=(0, 0.05 + 0.022 * math.ceil(len(labels) / 3), 1, 1))
     run_files.savefig(fig, "nc1_vs_loss_grad.png")
     return ["nc1_vs_loss_grad.png"]
 
