@@ -21,3 +21,14 @@ def has_cuda() -> bool:
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after): tiny problems gain nothing from two, and on
+    a busy machine two threads spin-wait on each other. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

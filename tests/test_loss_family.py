@@ -23,13 +23,7 @@ from meanfield.theory.ufm import ce_ufm
 ETF_GRAM = lambda K: math.sqrt(2 - 2 * math.sqrt((K - 1) / K))  # noqa: E731
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these problems are tiny, and two threads spin-wait on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_losses_against_torch_and_their_special_cases():

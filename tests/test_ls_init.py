@@ -14,13 +14,7 @@ from meanfield.experiments.ls_init import least_squares_rows
 from meanfield.experiments.registry import run_experiment
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these problems are tiny, and two threads spin-wait on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _problem(n=40, p=6, C=5, new=range(3, 5), seed=0):

@@ -17,15 +17,11 @@ from meanfield.deep.ufm_multilabel import (MultiLabelUFMConfig, fit_multilabel_u
 from meanfield.study import run_experiment
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The problems here are tiny: one torch thread avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 from meanfield.theory.etf import simplex_etf
 from meanfield.theory.multilabel import symmetric_pal_ufm
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_label_sets_and_multi_hot():

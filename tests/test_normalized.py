@@ -19,14 +19,10 @@ from meanfield.metrics import neural_collapse
 from meanfield.study import run_experiment
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The problems here are tiny: one torch thread avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 from meanfield.theory.etf import simplex_etf
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("K, tau", [(3, 1.0), (4, 2.5), (10, 0.7)])
