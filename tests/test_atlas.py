@@ -43,11 +43,12 @@ def test_theory_comes_from_the_experiment_not_a_copy():
     assert relu.predict({"data.p1": 1.0, "data.p3": 2.0}) is None      # no claim on that panel
     assert frozen.predict({"data.p1": 1.0, "data.p3": 2.0}) is True     # gap law exactly 0
     assert frozen.predict({"data.p1": 1.0, "data.p3": 4.0}) is False
-    # the enclosure reference line follows the radii the user sets
+    # the enclosure reference line follows the radii the user sets (computed by LPs on samples:
+    # within 0.01 of the closed form t* = (r_in - r0) / (r_in + r_out))
     enc = atlas.get_atlas("enclosure").panels[0].line
     base = {"data.r0": 0.5, "data.r_in": 1.0, "data.r_out": 1.5}
-    assert enc.fn({**base, "data.t": 0.2}) == pytest.approx(0.0, abs=1e-12)
-    assert enc.fn({**base, "data.r0": 0.25, "data.t": 0.3}) == pytest.approx(0.0, abs=1e-12)
+    assert enc.fn({**base, "data.t": 0.2}) == pytest.approx(0.0, abs=0.01)
+    assert enc.fn({**base, "data.r0": 0.25, "data.t": 0.3}) == pytest.approx(0.0, abs=0.01)
 
 
 def test_small_atlas_draws_every_figure_and_page(small_atlas):
@@ -119,3 +120,33 @@ def test_ufm_collapse_matches_closed_form_on_both_sides():
             assert s["nc1"] < 1e-8 and s["nc2_etf_w"] < 1e-5
         else:
             assert math.isnan(s["nc1"])
+
+
+def test_default_size_spends_its_budget_on_resolution():
+    """Every panel of every entry at the default size: >= 12 values on one axis, >= 6 on the
+    other, >= 3 seeds (issue 16's resolution rule)."""
+    from meanfield.sweep import parse_grid
+    # entries whose grid is a set of discrete cases, not a continuous axis (stated here)
+    discrete = {"pretrained": "backbone layer x weight decay, the grid the pretrained-heads study "
+                              "states: 4+ layers x 3 decays x 3 seeds per head and data set"}
+    bad = []
+    for name in [n for n in atlas.list_atlas() if n not in discrete]:
+        e = atlas.get_atlas(name)
+        if e.seeds["default"] < 3:
+            bad.append(f"{name}: {e.seeds['default']} seeds")
+        for p in e.panels:
+            exp = get_experiment(p.experiment)
+            n = sorted(len(parse_grid(exp, k, v).values) for k, v in p.grid["default"].items())
+            if n[0] < 6 or n[-1] < 12:
+                bad.append(f"{name}/{p.key}: grid {n}")
+    assert not bad, bad
+
+
+def test_only_width_limit_runs_no_entry(tmp_path, monkeypatch):
+    """`meanfield atlas --only width_limit` runs the width-limit experiment alone, not every entry."""
+    ran = []
+    monkeypatch.setattr(atlas, "run_entry", lambda e, *a, **k: ran.append(e.name) or {})
+    monkeypatch.setattr("meanfield.study.rundir.run_experiment",
+                        lambda name, *a, **k: ran.append(name))
+    assert atlas.atlas_command(out=tmp_path, size="small", only="width_limit") == 0
+    assert ran == ["width_limit"]

@@ -13,11 +13,14 @@ from .entry import SIZES, AtlasEntry, Panel, sizes
 
 __all__ = ["ENTRIES", "MEANFIELD_NC1"]
 
-_LAMS = sizes("1e-3,1e-1", "1e-4:1e-1:4:log", "1e-5:1e-1:9:log")
-_GRID = {k: {"flow.lam": _LAMS[k], "flow.lam_W": _LAMS[k]} for k in SIZES}
-# one width per point (the experiment's own run covers several); float64 throughout
+_LAM = sizes("1e-3,1e-1", "1e-4:1e-1:12:log", "1e-5:1e-1:17:log")
+_LAM_W = sizes("1e-3,1e-1", "1e-4:1e-1:6:log", "1e-5:1e-1:9:log")
+_GRID = {k: {"flow.lam": _LAM[k], "flow.lam_W": _LAM_W[k]} for k in SIZES}
+# one width per point (the experiment's own run covers several); float64 throughout. Default:
+# 12 x 6 points x 3 seeds x 3 data sets at m = 64, t = 50 (measured 1.1-2.1 s of CPU per point,
+# ~18 min of CPU: ~9 min with --workers 2); m = 128, t = 100 costs 3.4-10 s per point
 _FIX = sizes({"widths": (16,), "per_class": 8, "records": 4, "flow.t_end": 10.0},
-             {"widths": (128,), "per_class": 20, "records": 6, "flow.t_end": 100.0},
+             {"widths": (64,), "per_class": 20, "records": 6, "flow.t_end": 50.0},
              {"widths": (4096,), "per_class": 100, "classes": 10, "p": 16, "records": 10,
               "flow.t_end": 1000.0, "flow.backend": "auto"})
 _SETS = (("gaussian_mixture", "Gaussian mixture (3 classes, d = 5)"),
@@ -41,6 +44,6 @@ MEANFIELD_NC1 = AtlasEntry(
     "constant and give no boundary in (λ, λ_W); the measured ratio NC1 / (loss + gradient norm) "
     "is in the experiment's figure and summary (docs/science.md §6.4)",
     tuple(_panel(n, t) for n, t in _SETS),
-    sizes(1, 1, 3))
+    sizes(1, 3, 3))
 
 ENTRIES = (MEANFIELD_NC1,)
