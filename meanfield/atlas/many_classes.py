@@ -13,7 +13,8 @@ from .entry import SIZES, AtlasEntry, Panel, sizes
 
 __all__ = ["ENTRIES", "MANY_CLASSES"]
 
-_TAU = sizes("0.02,0.5", "0.01:3:12:log", "0.005:5:20:log")
+# explicit round values: a log grid's 12 long tick labels overlap on the axis
+_TAU = sizes("0.02,0.5", "0.01,0.015,0.02,0.03,0.05,0.07,0.1,0.2,0.3,0.5,1,3", "0.005:5:20:log")
 _K = {3: sizes("4,6", "4,5,6,7,8,9", "4,5,6,7,8,9,10,11,12,14,16"),
       4: sizes("5,7", "5,6,7,8,9,10", "5,6,7,8,9,10,11,12,14,16,20")}
 # default: one sample per class (GNC1 is not the statistic) and 6 search starts, to fit 15 minutes
