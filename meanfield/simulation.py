@@ -24,6 +24,7 @@ from .flow import (BatchedData, FlowConfig, FlowResult, _decays, _make_vel, _per
 from .losses import get_loss
 from .particles import Particles
 from .stepping import State, get_integrator, next_dt, passed
+from .threads import torch_threads
 
 __all__ = ["simulate"]
 
@@ -258,18 +259,7 @@ def _stop(ckpt, payload: dict) -> None:
 SMALL_PAIRS = 1 << 16
 
 
-@contextlib.contextmanager
-def _torch_threads(n: Optional[int]):
-    """Temporarily set torch's intra-op threads (None: leave them); the old count is restored."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+_torch_threads = torch_threads  # the old private name, used across the package
 
 
 def _run_key(particles: Particles, data: BatchedData, config: FlowConfig, seed: Optional[int],

@@ -18,7 +18,6 @@ Closed forms and the convex programs they are checked against: :mod:`meanfield.t
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..threads import torch_threads
 from .ufm import minimise
 
 __all__ = ["ImbalancedFit", "fit_imbalanced_ufm", "fit_lpm", "imbalanced_labels"]
@@ -45,15 +45,9 @@ class ImbalancedFit:
     converged: bool
 
 
-@contextmanager
 def one_thread():
-    """Run tiny problems on one torch thread (many threads spin: ~25x slower here); restores the count."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    """One torch thread (see :mod:`meanfield.threads`)."""
+    return torch_threads(1)
 
 
 def imbalanced_labels(counts: Sequence[int]) -> Tensor:

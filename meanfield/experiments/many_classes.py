@@ -35,11 +35,11 @@ below ``tol_grad``. Then
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import dataclass
 
+from ..threads import torch_threads
 from .registry import Experiment, ExperimentResult, RunContext, Science, Theory, agreement
 
 
@@ -119,16 +119,9 @@ def fit_sphere_ufm(K: int, d: int, n: int, tau: float, *, seed: int, tol_grad: f
     return W.detach(), H.detach(), y, float(val.detach()), rg, res.iterations
 
 
-@contextlib.contextmanager
 def single_thread():
-    """Run torch on one thread inside the block (tiny problems: threads only cost), then restore."""
-    import torch
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
+    """One torch thread (see :mod:`meanfield.threads`)."""
+    return torch_threads(1)
 
 
 @functools.lru_cache(maxsize=256)
