@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from meanfield.deep.ufm_imbalanced import fit_imbalanced_ufm, fit_lpm, imbalanced_labels, lpm_scaled
+from meanfield.deep.ufm_imbalanced import fit_imbalanced_ufm, fit_lpm, imbalanced_labels
 from meanfield.theory.imbalance import (group_counts, lpm_nuclear, lpm_sdp, minority_max_cos,
                                         ufm_convex, ufm_minority_margin, ufm_minority_threshold,
                                         ufm_trivial_threshold)

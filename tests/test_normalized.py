@@ -7,7 +7,6 @@ reaching the ETF value (1e-10, from the stop at Riemannian gradient norm 1e-8) w
 columns (1e-12); no start reaching an ETF where none fits (d < K - 1).
 """
 
-import math
 
 import pytest
 import torch

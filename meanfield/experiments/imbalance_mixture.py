@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional
-
 from ..deep.train import TrainConfig
 from ..flow import FlowConfig
 from ..study.spec import DataSpec, ModelSpec
 from . import collapse
 from .imbalance_ufm import LABELS, THRESHOLD
-from .registry import Experiment, ExperimentResult, RunContext, Science
+from .registry import Experiment, RunContext, Science
 
 BATCH_KEYS = ("flow.lam",)
 

@@ -272,7 +272,7 @@ def plot(run) -> list[str]:
                   f"{100 * s['nc1_decreasing']:.0f}% of the steps", fontsize=10)
     ax2.set_ylim(-0.02, 1.05)
     ax2.set_ylabel("alignment A_l of top-(C−1) right sing. subspace\nof W_l with span of centred means of h_{l−1}")
-    ax2.set_title(f"weight / class-mean alignment (1 = contained)", fontsize=10)
+    ax2.set_title("weight / class-mean alignment (1 = contained)", fontsize=10)
     if cfg.shallow:
         ax3 = axes[2]
         keys = [("nc1_layer0", None, "NC1\ninput x"), ("nc1_hidden_{}", None, "NC1\nhidden h"),
