@@ -10,13 +10,7 @@ from meanfield.experiments.meanfield_nc1 import EXPERIMENT, MeanfieldNC1Config, 
 from meanfield.study.experiment import RunContext, get_experiment
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one torch thread (restored after), so a busy machine does not oversubscribe."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

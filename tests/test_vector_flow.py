@@ -11,13 +11,7 @@ from meanfield.vector import (HeadedNetwork, VectorFlowConfig, class_stats, forw
                               nc1_bound, objective, prepare, simulate_vector, velocity)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one torch thread (restored after), so a busy machine does not oversubscribe."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n=23, d=3, C=3, seed=1, B=None):
