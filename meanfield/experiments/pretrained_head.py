@@ -138,6 +138,13 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
 
 
 # ----------------------------------------------------------------------------- the theory line
+@functools.lru_cache(maxsize=1)
+def _feature_defaults() -> dict:
+    import inspect
+    from ..data.features import features
+    return {k: v.default for k, v in inspect.signature(features).parameters.items()}
+
+
 class GeometricLine:
     """THE RULE as the ``fn`` of a phase-diagram :class:`Theory` over (``data.layer``, ``flow.lam``).
 
@@ -153,9 +160,7 @@ class GeometricLine:
         self.data_params = data_params
 
     def spec(self, params) -> DataSpec:
-        from ..data.features import features
-        import inspect
-        defaults = {k: v.default for k, v in inspect.signature(features).parameters.items()}
+        defaults = _feature_defaults()
         kw = dict(self.data_params)
         for k, v in params.items():
             if k.startswith("data.") and k[5:] in defaults and k[5:] not in kw:
@@ -171,8 +176,11 @@ class GeometricLine:
 
     def __call__(self, params) -> float:
         lam = float(params.get("flow.lam", 1e-3))
-        regime = "bounded" if lam > 0 else "unbounded"
-        g, _ = geometry_of(self.spec(params))
+        return self._value(self.spec(params), "bounded" if lam > 0 else "unbounded")
+
+    @functools.lru_cache(maxsize=256)
+    def _value(self, spec: DataSpec, regime: str) -> float:
+        g, _ = geometry_of(spec)
         return -1.0 if predict_collapse(g, self.activation, regime).collapse else 1.0
 
 
