@@ -187,7 +187,8 @@ class GeometricLine:
 def theory(activation: str = "relu", **data_params) -> Theory:
     """The rule's predicted boundary over (data.layer, flow.lam) for one source and head."""
     return Theory(GeometricLine(activation, **data_params), ("data.layer", "flow.lam"),
-                  "geometric rule (docs/science.md §7.2): collapse predicted below/left", "negative")
+                  "geometric rule (docs/science.md §7.2): where its verdict changes; no line = one "
+                  "verdict on the whole panel", "negative")
 
 
 # ----------------------------------------------------------------------------- the figure
