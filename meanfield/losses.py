@@ -86,7 +86,10 @@ def _logistic_grad(f, y):
 
 
 def _ce_value(f, y):
-    return torch.logsumexp(f, dim=-1) - torch.gather(f, -1, y.long().unsqueeze(-1)).squeeze(-1)
+    # gather does not broadcast: labels shared by B systems (leading size 1) are expanded first,
+    # or every system would be scored with system 0's outputs
+    idx = y.long().unsqueeze(-1).expand(*f.shape[:-1], 1)
+    return torch.logsumexp(f, dim=-1) - torch.gather(f, -1, idx).squeeze(-1)
 
 
 def _ce_grad(f, y):

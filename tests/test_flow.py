@@ -199,3 +199,37 @@ def test_dense_chunking_does_not_change_results(k):
     assert torch.allclose(small.outputs(act, a, w, b, X), big.outputs(act, a, w, b, X), rtol=1e-12, atol=1e-14)
     for u, v in zip(small.velocities(act, a, w, b, X, gg), big.velocities(act, a, w, b, X, gg)):
         assert torch.allclose(u, v, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["logistic", "exponential", "cross_entropy", "mse"])
+def test_loss_of_systems_sharing_labels_is_each_systems_own(name):
+    """Labels shared by B systems (leading size 1, as BatchedData keeps them) score every system
+    with its own outputs (cross-entropy once scored all with system 0's: a wrong batched risk
+    that tripped the divergence check)."""
+    from meanfield.losses import get_loss
+    g = torch.Generator().manual_seed(3)
+    k = 1 if name in ("logistic", "exponential") else 3
+    f = torch.randn(4, 7, k, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2 if k == 1 else 3, (7,), generator=g)
+    loss = get_loss(name)
+    shared = loss.value(f, y[None])
+    for b in range(4):
+        torch.testing.assert_close(shared[b], loss.value(f[b:b + 1], y[None])[0], rtol=1e-14, atol=0)
+
+
+def test_batched_risk_equals_each_systems_single_risk():
+    """Two systems with their own weight decays on shared labels: the recorded risk of each equals
+    its single run's (cross-entropy, 3 classes)."""
+    from dataclasses import replace
+    from meanfield.data import get_distribution
+    data = get_distribution("gaussian_mixture", means=[[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]],
+                            stds=0.5).sample(30, seed=0, dtype=torch.float64)
+    parts = [Particles.gaussian(20, 2, 3, seed=s, dtype=torch.float64) for s in (0, 1)]
+    P = Particles.stack(parts)
+    cfg = FlowConfig(loss="cross_entropy", lam=1e-2, dt=0.05, t_end=0.5)
+    batched = simulate(P, data, replace(cfg, lam=(1e-2, 3e-2)), recorder=Recorder(num=2))
+    for i, lam in enumerate((1e-2, 3e-2)):
+        single = simulate(parts[i], data, replace(cfg, lam=lam), recorder=Recorder(num=2))
+        want = [r["risk"] for r in single.history]
+        got = [r["risk"] for r in batched.history if r["system"] == i]
+        assert got == pytest.approx(want, rel=1e-12)
