@@ -85,11 +85,17 @@ def _logistic_grad(f, y):
     return (-xi * torch.sigmoid(-xi * f[..., 0])).unsqueeze(-1)
 
 
-def _ce_value(f, y):
-    # gather does not broadcast: labels shared by B systems (leading size 1) are expanded first,
-    # or every system would be scored with system 0's outputs
+def at_label(f: Tensor, y: Tensor) -> Tensor:
+    """``f[..., j, y_j]``: (..., n) from f (..., n, k) and labels y broadcastable to (..., n).
+
+    ``torch.gather`` does not broadcast: labels shared by B systems (leading size 1) are expanded
+    first, or every system would be read at system 0's outputs."""
     idx = y.long().unsqueeze(-1).expand(*f.shape[:-1], 1)
-    return torch.logsumexp(f, dim=-1) - torch.gather(f, -1, idx).squeeze(-1)
+    return torch.gather(f, -1, idx).squeeze(-1)
+
+
+def _ce_value(f, y):
+    return torch.logsumexp(f, dim=-1) - at_label(f, y)
 
 
 def _ce_grad(f, y):

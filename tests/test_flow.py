@@ -217,6 +217,20 @@ def test_loss_of_systems_sharing_labels_is_each_systems_own(name):
         torch.testing.assert_close(shared[b], loss.value(f[b:b + 1], y[None])[0], rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("which", ["label_smoothing", "focal"])
+def test_ufm_losses_of_systems_sharing_labels_are_each_systems_own(which):
+    """The UFM's label-smoothing and focal losses read each system's own logits (shared labels)."""
+    from meanfield.deep.ufm import focal_loss, label_smoothing_loss
+    fn = (lambda f, y: label_smoothing_loss(f, y, 0.1)) if which == "label_smoothing" \
+        else (lambda f, y: focal_loss(f, y, 2.0))
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(3, 6, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (6,), generator=g)
+    shared = fn(f, y[None])
+    for b in range(3):
+        torch.testing.assert_close(shared[b], fn(f[b:b + 1], y[None])[0], rtol=1e-14, atol=0)
+
+
 def test_batched_risk_equals_each_systems_single_risk():
     """Two systems with their own weight decays on shared labels: the recorded risk of each equals
     its single run's (cross-entropy, 3 classes)."""

@@ -38,6 +38,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..losses import at_label
+
 __all__ = ["UFMConfig", "UFMResult", "fit_ufm", "ufm_objective", "minimise", "MinimiseResult",
            "class_means", "label_smoothing_loss", "focal_loss"]
 
@@ -153,7 +155,7 @@ def label_smoothing_loss(f: Tensor, y: Tensor, smoothing: float) -> Tensor:
         (..., n) Tensor, ``(1 - alpha) CE + alpha mean_k(-log p_k)``.
     """
     logp = torch.log_softmax(f, dim=-1)
-    nll = -torch.gather(logp, -1, y.long().unsqueeze(-1)).squeeze(-1)
+    nll = -at_label(logp, y)
     return (1.0 - smoothing) * nll - smoothing * logp.mean(-1)
 
 
@@ -166,7 +168,7 @@ def focal_loss(f: Tensor, y: Tensor, gamma: float) -> Tensor:
     Returns:
         (..., n) Tensor.
     """
-    logpy = torch.gather(torch.log_softmax(f, dim=-1), -1, y.long().unsqueeze(-1)).squeeze(-1)
+    logpy = at_label(torch.log_softmax(f, dim=-1), y)
     return -(-torch.expm1(logpy)).clamp_min(0.0) ** gamma * logpy
 
 

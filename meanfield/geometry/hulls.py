@@ -170,9 +170,7 @@ def hull_gap(A, B) -> float:
 
 def _gap(A: np.ndarray, B: np.ndarray, *, exact: bool = False) -> float:
     """The L-inf gap between conv(A) and conv(B); a positive lower bound of it when not exact."""
-    if exact:
-        pass
-    elif (A.min(0) > B.max(0)).any() or (B.min(0) > A.max(0)).any():
+    if not exact and ((A.min(0) > B.max(0)).any() or (B.min(0) > A.max(0)).any()):
         # disjoint bounding boxes: an axis-parallel separating hyperplane
         return float(max((A.min(0) - B.max(0)).max(), (B.min(0) - A.max(0)).max()))
     u = B.mean(0) - A.mean(0)
