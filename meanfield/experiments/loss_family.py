@@ -310,7 +310,9 @@ def deep_loss_name(loss: str, *, smoothing: float, focal_gamma: float) -> str:
                 f = f.detach().requires_grad_()
                 return torch.autograd.grad(focal_loss(f, y, gm).sum(), f)[0]
     if name not in LOSSES.list():
-        LOSSES.register(name, Loss(name, value, grad, min_outputs=2, unbounded=True), overwrite=True)
+        # label smoothing has finite minimisers without weight decay; focal loss, like CE, does not
+        LOSSES.register(name, Loss(name, value, grad, min_outputs=2, unbounded=loss == "focal"),
+                        overwrite=True)
     return name
 
 
