@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from ..losses import at_label
 
 __all__ = ["UFMConfig", "UFMResult", "fit_ufm", "ufm_objective", "minimise", "MinimiseResult",
-           "class_means", "label_smoothing_loss", "focal_loss"]
+           "FeatureFit", "class_means", "label_smoothing_loss", "focal_loss"]
 
 _LOSSES = ("mse", "cross_entropy", "label_smoothing", "focal")
 _BIASES = ("none", "free", "regularised")
@@ -111,6 +111,36 @@ class MinimiseResult:
     grad_norm: float
     iterations: int
     converged: bool
+
+
+@dataclass(frozen=True)
+class FeatureFit:
+    """An optimised free-features model without bias: the variables and how the optimiser ended.
+
+    The result type shared by the UFM variants (:class:`meanfield.deep.ufm_imbalanced.ImbalancedFit`,
+    :class:`meanfield.deep.ufm_sphere.SphereUFMResult` extend it with their own fields).
+
+    Attributes:
+        W ((K, d) Tensor): the classifier rows; H ((d, N) Tensor): the features, a column a sample.
+        labels ((N,) Tensor): class of every column of H.
+        value: the objective at (W, H).
+        grad_norm: norm of its gradient there (the optimiser's: Riemannian on spheres).
+        iterations: iterations taken; converged: ``grad_norm <= tol_grad``.
+    """
+
+    W: Tensor
+    H: Tensor
+    labels: Tensor
+    value: float
+    grad_norm: float
+    iterations: int
+    converged: bool
+
+    @classmethod
+    def from_minimise(cls, W: Tensor, H: Tensor, labels: Tensor, res: MinimiseResult, **extra):
+        """The fit of ``(W, H, labels)`` with the outcome ``res`` of :func:`minimise` (``extra``:
+        the fields a subclass adds)."""
+        return cls(W, H, labels, res.value, res.grad_norm, res.iterations, res.converged, **extra)
 
 
 @dataclass(frozen=True)

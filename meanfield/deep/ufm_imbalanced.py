@@ -26,23 +26,15 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..threads import torch_threads
-from .ufm import minimise
+from .ufm import FeatureFit, minimise
 
 __all__ = ["ImbalancedFit", "fit_imbalanced_ufm", "fit_lpm", "imbalanced_labels"]
 
 
 @dataclass(frozen=True)
-class ImbalancedFit:
+class ImbalancedFit(FeatureFit):
     """An optimised model: W (K, d), H (d, N), labels (N,), objective value, gradient norm,
-    iterations, converged (gradient norm <= tol_grad)."""
-
-    W: Tensor
-    H: Tensor
-    labels: Tensor
-    value: float
-    grad_norm: float
-    iterations: int
-    converged: bool
+    iterations, converged (gradient norm <= tol_grad); the fields of :class:`~meanfield.deep.ufm.FeatureFit`."""
 
 
 def one_thread():
@@ -86,7 +78,7 @@ def fit_imbalanced_ufm(counts: Sequence[int], lam_w: float, lam_h: float, *, d: 
 
     with one_thread():
         r = minimise(fn, [W, H], method="lbfgs", lr=1.0, tol_grad=tol_grad, max_iter=max_iter)
-    return ImbalancedFit(W.detach(), H.detach(), y, r.value, r.grad_norm, r.iterations, r.converged)
+    return ImbalancedFit.from_minimise(W.detach(), H.detach(), y, r)
 
 
 def lpm_scaled(V: Tensor, G: Tensor, y: Tensor, counts: Sequence[int], E_W: float, E_H: float):
@@ -114,4 +106,4 @@ def fit_lpm(counts: Sequence[int], E_W: float, E_H: float, *, d: int | None = No
         r = minimise(fn, [V, G], method="lbfgs", lr=1.0, tol_grad=tol_grad, max_iter=max_iter)
     with torch.no_grad():
         W, H = lpm_scaled(V, G, y, counts, E_W, E_H)
-    return ImbalancedFit(W, H, y, r.value, r.grad_norm, r.iterations, r.converged)
+    return ImbalancedFit.from_minimise(W, H, y, r)

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .models import _Base
+from .ufm import FeatureFit
 
 __all__ = ["SphereUFMConfig", "SphereUFMResult", "fit_sphere_ufm", "sphere_objective", "etf_value",
            "riemannian_gradient", "NormalizedFeatures"]
@@ -82,8 +83,8 @@ class SphereUFMConfig:
 
 
 @dataclass(frozen=True)
-class SphereUFMResult:
-    """An optimised normalised UFM.
+class SphereUFMResult(FeatureFit):
+    """An optimised normalised UFM: the fields of :class:`~meanfield.deep.ufm.FeatureFit` and two more.
 
     Attributes:
         W ((K, d) Tensor): unit classifier rows; H ((d, N) Tensor): unit feature columns.
@@ -95,13 +96,6 @@ class SphereUFMResult:
             (empty when not recorded).
     """
 
-    W: Tensor
-    H: Tensor
-    labels: Tensor
-    value: float
-    grad_norm: float
-    iterations: int
-    converged: bool
     config: SphereUFMConfig
     trace: tuple = ()
 
