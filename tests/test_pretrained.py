@@ -11,7 +11,7 @@ import torch
 from meanfield.data import get_distribution
 from meanfield.data.features import (backbone_for, layer_features, layer_samples, num_layers,
                                      train_backbone)
-from meanfield.experiments import get_experiment, run_experiment
+from meanfield.experiments import run_experiment
 from meanfield.heads import HEADS, head_activation, head_overrides, head_spec
 from meanfield.models import build_model
 from meanfield.study.spec import ModelSpec
@@ -189,7 +189,11 @@ def test_atlas_entry_declares_layer_by_weight_decay():
     assert all(p.x == "data.layer" and p.y in ("flow.lam", "data.epochs") for p in e.panels)
     assert sum(p.y == "flow.lam" for p in e.panels) >= 5          # 5 heads per source
     assert all(p.experiment == "pretrained_head" and p.is_claim for p in e.panels)
-    assert {p.fixed["default"]["model"] for p in e.panels} == {"meanfield", "two_layer"}
+    assert {p.fixed["default"]["model"] for p in e.panels} == {"meanfield", "two_layer", "mlp"}
+    widths = {p.fixed["default"].get("model.width") for p in e.panels
+              if p.fixed["default"]["model"] == "two_layer"}
+    assert widths == {10, 100, 1000, 10000}                       # and deep heads of depth 2, 3
+    assert {p.fixed["default"].get("model.depth") for p in e.panels} >= {2, 3}
 
 
 def test_validate_counts_a_hand_made_sweep(tmp_path):

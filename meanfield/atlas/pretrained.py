@@ -19,27 +19,37 @@ from typing import Optional
 
 from .entry import SIZES, AtlasEntry, Panel, sizes
 
-__all__ = ["ENTRIES", "PRETRAINED", "SOURCES", "HEAD_PANELS", "EPOCH_PANELS", "validate", "examine",
-           "main"]
+__all__ = ["ENTRIES", "PRETRAINED", "SOURCES", "HEAD_PANELS", "EPOCH_PANELS", "WIDE_PANELS",
+           "validate", "examine", "classify", "main"]
 
 SOURCES = ("digits", "mnist1d")
-#: (preset of meanfield.heads, activation) per panel
+#: (preset of meanfield.heads, activation) per panel, on every source
 HEAD_PANELS = (("meanfield", "relu"), ("meanfield", "tanh"), ("w10", "relu"), ("w1000", "relu"),
-               ("w1000", "tanh"))
+               ("w1000", "tanh"), ("w100", "relu"), ("deep2", "relu"), ("deep3", "relu"),
+               ("deep3", "tanh"))
 #: heads of the layer x backbone-epochs panels
 EPOCH_PANELS = (("w1000", "relu"), ("w1000", "tanh"))
+#: the width-10^4 head: digits only; at the default size a coarse grid (its cost is 10x w1000's)
+WIDE_PANELS = (("w10000", "relu"),)
 _EPOCHS = sizes({"data.layer": "1,", "data.epochs": "5,"},
                 {"data.layer": "0,1,2,3,4", "data.epochs": "0,3,60"},
                 {"data.layer": "0,1,2,3,4", "data.epochs": "0,3,10,30,100,300"})
+_EPOCH_VALUES = (0, 3, 5, 10, 30, 60, 100, 300)   # every size's backbone epochs (the line snaps)
 _TITLES = {"meanfield": "mean-field two-layer head (particles)", "w10": "two-layer head, width 10",
-           "w1000": "two-layer head, width 1000"}
+           "w100": "two-layer head, width 100", "w1000": "two-layer head, width 1000",
+           "w10000": "two-layer head, width 10 000", "deep2": "MLP head, 1 hidden layer of 256",
+           "deep3": "MLP head, 2 hidden layers of 256"}
 # small: one point per panel (the atlas test runs every entry at this size)
 _GRID = sizes({"data.layer": "1,", "flow.lam": "0.001,"},
               {"data.layer": "0,1,2,3,4", "flow.lam": "1e-4,1e-3,1e-2"},
               {"data.layer": "0,1,2,3,4", "flow.lam": "1e-5:1e-1:5:log"})
+_WIDE_GRID = sizes({"data.layer": "1,", "flow.lam": "0.001,"},
+                   {"data.layer": "1,3", "flow.lam": "1e-4,1e-2"},
+                   {"data.layer": "0,1,2,3,4", "flow.lam": "1e-5:1e-1:5:log"})
 _DATA = sizes({"data.per_class": 5, "data.epochs": 5},
               {"data.per_class": 30, "data.epochs": 60},
               {"data.per_class": 200, "data.epochs": 200})
+# finite heads in float32 (2.5x faster than float64 on a CPU; the statistic agrees to 1e-5)
 _HEAD = sizes({"model.m": 20, "flow.t_end": 5.0, "train.epochs": 20},
               {"model.m": 200, "flow.t_end": 100.0, "train.epochs": 300},
               {"model.m": 3000, "flow.t_end": 2000.0, "train.epochs": 5000})
@@ -50,14 +60,21 @@ def _available(source: str) -> bool:
     return source in list_distributions()
 
 
-def _panel(source: str, head: str, act: str) -> Panel:
+def _head_fixed(head: str, size: str) -> dict:
+    h = dict(_HEAD[size])
+    if head == "meanfield":
+        return h
+    h.pop("model.m")
+    return {**h, "dtype": "float32"}
+
+
+def _panel(source: str, head: str, act: str, grid=_GRID) -> Panel:
     from ..experiments.pretrained_head import theory
     from ..heads import head_overrides
     fixed = {k: {"data.source": source, **head_overrides(head, activation=act), **_DATA[k],
-                 **{kk: v for kk, v in _HEAD[k].items()
-                    if kk != "model.m" or head == "meanfield"}} for k in SIZES}
+                 **_head_fixed(head, k)} for k in SIZES}
     return Panel(f"{source}_{head}_{act}", "pretrained_head", f"{source}: {_TITLES[head]}, {act}",
-                 "data.layer", "flow.lam", _GRID, fixed, theory=theory(act, source=source),
+                 "data.layer", "flow.lam", grid, fixed, theory=theory(act, source=source),
                  logy=True, vmax=1.0)
 
 
@@ -66,18 +83,19 @@ def _epochs_panel(source: str, head: str, act: str) -> Panel:
     from ..experiments.pretrained_head import theory
     from ..heads import head_overrides
     fixed = {k: {"data.source": source, "flow.lam": 1e-3, **head_overrides(head, activation=act),
-                 "data.per_class": _DATA[k]["data.per_class"],
-                 **{kk: v for kk, v in _HEAD[k].items() if kk != "model.m" or head == "meanfield"}}
+                 "data.per_class": _DATA[k]["data.per_class"], **_head_fixed(head, k)}
              for k in SIZES}
     return Panel(f"{source}_epochs_{head}_{act}", "pretrained_head",
                  f"{source}: {_TITLES[head]}, {act}; λ = 1e-3", "data.layer", "data.epochs",
-                 _EPOCHS, fixed, theory=theory(act, source=source), vmax=1.0)
+                 _EPOCHS, fixed, theory=theory(act, snap={"data.epochs": _EPOCH_VALUES},
+                                               source=source), vmax=1.0)
 
 
 def _panels() -> tuple:
     srcs = [s for s in SOURCES if s == "digits" or _available(s)]
     return (tuple(_panel(s, h, a) for s in srcs for h, a in HEAD_PANELS)
-            + tuple(_epochs_panel(s, h, a) for s in srcs for h, a in EPOCH_PANELS))
+            + tuple(_epochs_panel(s, h, a) for s in srcs for h, a in EPOCH_PANELS)
+            + tuple(_panel("digits", h, a, _WIDE_GRID) for h, a in WIDE_PANELS))
 
 
 PRETRAINED = AtlasEntry(
@@ -160,47 +178,167 @@ def validate(entry_dir, entry: AtlasEntry = PRETRAINED, *, write: bool = True) -
            "base_rate_collapsed": rule["base_rate_collapsed"], "rule": rule, "baseline": bl,
            "per_panel": per, "disagreements": dis}
     if write:
+        if (d / EXAMINE_FILE).exists():   # the classes of the disagreements already examined
+            import csv
+            with (d / EXAMINE_FILE).open() as f:
+                return _attach_examined(d, out, {_ex_key(r): r for r in csv.DictReader(f)})
         from ..record import write_json
         write_json(d / "validation.json", out)
         (d / "validation.md").write_text(_markdown(out))
     return out
 
 
-def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEntry = PRETRAINED,
-            per_panel: Optional[int] = None) -> dict:
-    """Rerun every disagreement of :func:`validate` with a ``factor`` times longer horizon.
+#: examine(): the classes of a disagreement after a longer rerun, in the order they are tested
+CLASSES = {
+    "flips": "not converged: the longer run reaches the predicted side",
+    "borderline": "borderline: the longer run's statistic is within x1.5 of the threshold",
+    "moving_toward": "not converged: the statistic moved > 20 % toward the predicted side",
+    "wrong_moving_away": "prediction wrong: the statistic moved > 20 % away from the predicted side",
+    "wrong_converged": "prediction wrong, converged: the statistic changed < 20 % over the longer "
+                       "horizon and the risk < 1 % over its last quarter",
+    "wrong_risk_moving": "prediction wrong at this budget: the statistic changed < 20 % but the "
+                         "risk still moved > 1 % over the last quarter",
+}
+EXAMINE_FILE = "examine.csv"
+_BAND, _MOVE, _RISK = 1.5, 0.2, 0.01
 
-    Is the prediction wrong, or was the head not converged? Each disagreeing run is repeated
-    (same point, same seed) with ``flow.t_end`` and ``train.epochs`` multiplied by ``factor``;
-    ``longer_statistic`` and ``longer_collapsed`` are added to its entry, and
-    ``flips`` counts the disagreements whose verdict moves to the prediction's side;
-    ``per_panel`` examines at most that many per panel (None: all). Rewrites
-    ``validation.json`` / ``validation.md``.
+
+def classify(predicted: bool, before: float, after: float, risk_change: float,
+             threshold: float = 0.05) -> str:
+    """The class (a key of :data:`CLASSES`) of a disagreement rerun with a longer horizon.
+
+    Args:
+        predicted: the rule's verdict (True: collapse).
+        before, after: the output statistic at the original and at the longer horizon.
+        risk_change: relative change of the risk over the last quarter of the longer run.
+        threshold: the statistic called collapsed below.
     """
-    from ..study.rundir import run_experiment
-    v = validate(entry_dir, entry, write=False)
-    panels = {p.key: p for p in entry.panels}
-    flips, seen, todo = 0, {}, []
-    for x in v["disagreements"]:
-        seen[x["panel"]] = seen.get(x["panel"], 0) + 1
-        if per_panel is None or seen[x["panel"]] <= per_panel:
-            todo.append(x)
-    for x in todo:
-        p = panels[x["panel"]]
-        ov = dict(p.fixed[size])
-        ov[p.x] = int(round(x["layer"]))
-        ov[p.y] = x["lam"] if p.y == "flow.lam" else int(round(x.get("y", 0)))
-        ov["flow.t_end"] = float(ov.get("flow.t_end", 100.0)) * factor
-        ov["train.epochs"] = int(ov.get("train.epochs", 300)) * factor
-        s = run_experiment(p.experiment, ov, seed=int(x["seed"]), write=False, progress=False).summary
-        x["longer_statistic"] = s["output_statistic"]
-        x["longer_collapsed"] = bool(s["output_collapsed"])
-        x["longer_factor"] = factor
-        flips += x["longer_collapsed"] == x["predicted_collapse"]
-    v["examined"] = len(todo)
-    v["flips"] = flips
-    from ..record import write_json
+    for name, v in (("before", before), ("after", after)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite statistic >= 0, got {v!r}")
+    if (after < threshold) == bool(predicted):
+        return "flips"
+    if after > 0 and abs(math.log(after / threshold)) < math.log(_BAND):
+        return "borderline"
+    move = (after - before) / max(before, after, 1e-300)     # > 0: away from collapse
+    toward = -move if predicted else move
+    if toward > _MOVE:
+        return "moving_toward"
+    if toward < -_MOVE:
+        return "wrong_moving_away"
+    return "wrong_converged" if not risk_change > _RISK else "wrong_risk_moving"
+
+
+def _risk_change(history: list) -> tuple[float, float]:
+    """(relative change of the risk over the last quarter of the run, last gradient norm)."""
+    rows = [r for r in history if isinstance(r.get("t"), (int, float))]
+    if not rows:
+        return math.nan, math.nan
+    key = "risk" if "risk" in rows[-1] else "objective"
+    T = rows[-1]["t"]
+    early = min(rows, key=lambda r: abs(r["t"] - 0.75 * T))
+    end = rows[-1][key]
+    return abs(end - early[key]) / max(abs(end), 1e-300), float(rows[-1].get("grad_norm", math.nan))
+
+
+def _rerun_overrides(p, x: dict, size: str, factor: int) -> dict:
+    ov = dict(p.fixed[size])
+    ov[p.x] = int(round(x["layer"]))
+    ov[p.y] = x["lam"] if p.y == "flow.lam" else int(round(x.get("y", 0)))
+    ov["flow.t_end"] = float(ov.get("flow.t_end", 100.0)) * factor
+    ov["train.epochs"] = int(ov.get("train.epochs", 300)) * factor
+    return ov
+
+
+def _ex_key(x: dict) -> str:
+    return f"{x['panel']}|{float(x['layer']):g}|{float(x['y']):g}|{float(x['seed']):g}"
+
+
+def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEntry = PRETRAINED,
+            limit: Optional[int] = None) -> dict:
+    """Rerun **every** disagreement of :func:`validate` with a ``factor`` times longer horizon and
+    classify it (:func:`classify`, :data:`CLASSES`): prediction wrong and converged, head not
+    converged, or borderline.
+
+    Each disagreeing run is repeated (same point, same seed) with ``flow.t_end`` and
+    ``train.epochs`` times ``factor``; the mean-field reruns of one panel and layer go as one
+    batched flow. Every finished rerun is appended to ``examine.csv`` at once (panel, layer, y,
+    seed, prediction, the statistic before and after, the risk's relative change over the last
+    quarter of the rerun, the gradient norm at its end (finite heads), the class), so an
+    interrupted examination resumes where it stopped. ``limit``: rerun at most that many new
+    ones now. Rewrites ``validation.json`` / ``validation.md`` with the class counts.
+    """
+    import csv
+    import time
+    from ..experiments import get_experiment
+    from ..study.experiment import RunContext, resolve_config
     d = Path(entry_dir)
+    v = validate(d, entry, write=False)
+    panels = {p.key: p for p in entry.panels}
+    path = d / EXAMINE_FILE
+    fields = ["panel", "layer", "y", "lam", "seed", "predicted_collapse", "statistic",
+              "longer_statistic", "factor", "risk_change_last_quarter", "grad_norm_end", "class",
+              "cpu_seconds"]
+    done = {}
+    if path.exists():
+        with path.open() as f:
+            done = {_ex_key(r): r for r in csv.DictReader(f)}
+    todo = [x for x in v["disagreements"] if _ex_key(x) not in done]
+    groups: dict = {}
+    for x in todo:   # one batched flow per (panel, layer, y of an epochs panel)
+        p = panels[x["panel"]]
+        g = (x["panel"], x["layer"], x["y"] if p.y != "flow.lam" else None)
+        groups.setdefault(g, []).append(x)
+    exp = get_experiment("pretrained_head") if todo else None
+    new = not path.exists()
+    count = 0
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        for g, xs in groups.items():
+            if limit is not None and count >= limit:
+                break
+            p = panels[g[0]]
+            batch = p.fixed[size].get("model") == "meanfield"
+            for chunk in ([xs] if batch else [[x] for x in xs]):
+                if limit is not None and count >= limit:
+                    break
+                cfgs = [resolve_config(exp, _rerun_overrides(p, x, size, factor)) for x in chunk]
+                t0 = time.process_time()
+                res = exp.run_batch(cfgs, [int(x["seed"]) for x in chunk], RunContext(progress=False))
+                cpu = (time.process_time() - t0) / len(chunk)
+                for x, r in zip(chunk, res):
+                    rc, gn = _risk_change(r.history)
+                    row = {"panel": x["panel"], "layer": x["layer"], "y": x["y"], "lam": x["lam"],
+                           "seed": x["seed"], "predicted_collapse": x["predicted_collapse"],
+                           "statistic": x["output_statistic"],
+                           "longer_statistic": r.summary["output_statistic"], "factor": factor,
+                           "risk_change_last_quarter": rc, "grad_norm_end": gn,
+                           "class": classify(x["predicted_collapse"], float(x["output_statistic"]),
+                                             float(r.summary["output_statistic"]), rc),
+                           "cpu_seconds": round(cpu, 2)}
+                    w.writerow(row)
+                    done[_ex_key(x)] = row
+                    count += 1
+                f.flush()
+    return _attach_examined(d, v, done)
+
+
+def _attach_examined(d: Path, v: dict, done: dict) -> dict:
+    from ..record import write_json
+    counts = {c: 0 for c in CLASSES}
+    for x in v["disagreements"]:
+        r = done.get(_ex_key(x))
+        if r is None:
+            continue
+        x["longer_statistic"] = float(r["longer_statistic"])
+        x["longer_factor"] = int(float(r["factor"]))
+        x["class"] = r["class"]
+        counts[r["class"]] += 1
+    v["examined"] = sum(counts.values())
+    v["classes"] = counts
+    v["flips"] = counts["flips"]
     write_json(d / "validation.json", v)
     (d / "validation.md").write_text(_markdown(v))
     return v
@@ -227,13 +365,12 @@ def _markdown(v: dict) -> str:
                f"{x['seed']:g}: predicted {'collapse' if x['predicted_collapse'] else 'none'}, output "
                f"statistic {x['output_statistic']:.3g}, training accuracy {x['accuracy']:.3f}")
         if "longer_statistic" in x:
-            txt += (f"; {x['longer_factor']}x longer: {x['longer_statistic']:.3g} ("
-                    f"{'now agrees' if x['longer_collapsed'] == x['predicted_collapse'] else 'still disagrees'})")
+            txt += f"; {x['longer_factor']}x longer: {x['longer_statistic']:.3g} ({x['class']})"
         lines.append(txt)
-    if "flips" in v:
-        lines += ["", f"Examined {v['examined']} disagreements with a longer horizon: {v['flips']} "
-                      "move to the predicted side (not converged), the others stay (the rule is wrong "
-                      "there, at this budget)."]
+    if "classes" in v:
+        lines += ["", f"Examined {v['examined']} of {len(v['disagreements'])} disagreements with a "
+                      f"longer horizon (table: {EXAMINE_FILE}):", ""]
+        lines += [f"- {c}: {n} ({CLASSES[c]})" for c, n in v["classes"].items()]
     return "\n".join(lines) + "\n"
 
 

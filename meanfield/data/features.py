@@ -15,8 +15,9 @@ activations after each hidden layer (after the nonlinearity), ``L`` the outputs 
 layers ``1 .. B`` are the flattened outputs of the blocks, ``B + 1`` the ReLU features of its
 hidden linear layer, ``B + 2`` the logits.
 
-The backbone is trained once per configuration and process (an in-memory cache keyed by every
-parameter), so the layers and the heads of a sweep share it. A user's own trained model enters as
+The backbone is trained once per configuration (an in-memory cache keyed by every parameter, and
+a weights-only file cache shared by processes: sweep workers, a later plot; see
+:func:`_disk_path`), so the layers, heads, decays and seeds of a sweep share it. A user's own trained model enters as
 a weights-only state dict (``torch.load(..., weights_only=True)``, never an arbitrary pickle) plus
 its description from the models registry (``backbone``, ``width``, ``activation``): see
 :func:`features` (``backbone_file``) and :func:`layer_samples`.
@@ -235,9 +236,41 @@ def _backbone_cached(key: tuple) -> tuple:
         except Exception as e:  # noqa: BLE001 - truncated, garbage or a full pickle: name the file
             raise ValueError(f"{path} is not a weights-only state dict ({type(e).__name__}); "
                              "save it with torch.save(model.state_dict(), path)") from None
+    disk = _disk_path(key) if state is None and epochs > 0 else None
+    if disk is not None and disk.is_file():
+        try:
+            state = torch.load(disk, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged cache file is retrained and replaced
+            state = None
     net = train_backbone(s, backbone, width=width, activation=activation, epochs=epochs, lr=lr,
                          weight_decay=weight_decay, seed=backbone_seed, state=state)
+    if disk is not None and state is None:
+        try:
+            from ..record import atomic_torch_save
+            disk.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(net.state_dict(), disk)
+        except OSError:
+            pass
     return net, s
+
+
+_DISK_VERSION = 1
+
+
+def _disk_path(key: tuple) -> Optional[Path]:
+    """Where a trained backbone of this description is cached across processes (sweep workers,
+    the atlas's later plot), or None: caching off (``MEANFIELD_BACKBONE_CACHE=0``), or data read
+    from a user's folder (which may change under the same name). Directory:
+    ``$MEANFIELD_CACHE_DIR/backbones`` (default ``~/.cache/meanfield/backbones``); the file name
+    hashes every parameter, the torch version and this module's cache version."""
+    import hashlib
+    import os
+    if os.environ.get("MEANFIELD_BACKBONE_CACHE", "1") == "0" or key[1]:
+        return None
+    root = os.environ.get("MEANFIELD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "meanfield")
+    h = hashlib.sha1(repr((key, torch.__version__, _DISK_VERSION)).encode()).hexdigest()[:20]
+    return Path(root) / "backbones" / f"{h}.pt"
 
 
 @functools.lru_cache(maxsize=64)

@@ -51,6 +51,7 @@ from ..flow import FlowConfig
 from ..heads import head_activation
 from ..predictor import THRESHOLD, activation_only, output_collapsed, output_statistic, predict_collapse
 from ..study.spec import DataSpec, ModelSpec
+from ..threads import torch_threads
 from . import collapse
 from .registry import Experiment, RunContext, Science, Theory
 
@@ -127,7 +128,10 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
     """Several weight decays (and seeds) as one batched flow (``meanfield`` head), else a loop."""
     for c in cfgs:
         _check(c)
-    out = collapse.run_batch_with(cfgs, seeds, ctx, BATCH_KEYS, extra=_extra)
+    # a head on a few hundred feature vectors: one torch thread (a second one spin-waits on a
+    # busy CPU; the mean-field flow sets its own threads)
+    with torch_threads(1 if str(ctx.device).startswith("cpu") else None):
+        out = collapse.run_batch_with(cfgs, seeds, ctx, BATCH_KEYS, extra=_extra)
     if ctx.out is not None and len(cfgs) == 1:   # the pair table, for the figure
         g, _ = geometry_of(cfgs[0].data)
         pred, _ = predict(cfgs[0])
@@ -155,14 +159,19 @@ class GeometricLine:
     to the nearest integer).
     """
 
-    def __init__(self, activation: str = "relu", **data_params):
+    def __init__(self, activation: str = "relu", snap=None, **data_params):
         self.activation = activation
         self.data_params = data_params
+        # {dotted key: values}: a swept parameter read at the nearest of these values (the
+        # panel's grid), so drawing the line retrains no backbone the sweep did not train
+        self.snap = {k: tuple(sorted(float(x) for x in v)) for k, v in (snap or {}).items()}
 
     def spec(self, params) -> DataSpec:
         defaults = _feature_defaults()
         kw = dict(self.data_params)
         for k, v in params.items():
+            if k in self.snap and isinstance(v, (int, float)) and math.isfinite(v):
+                v = min(self.snap[k], key=lambda g: abs(g - v))
             if k.startswith("data.") and k[5:] in defaults and k[5:] not in kw:
                 dv, name = defaults[k[5:]], k[5:]
                 if isinstance(dv, bool) or isinstance(v, str) or v is None:
@@ -184,9 +193,10 @@ class GeometricLine:
         return -1.0 if predict_collapse(g, self.activation, regime).collapse else 1.0
 
 
-def theory(activation: str = "relu", **data_params) -> Theory:
-    """The rule's predicted boundary over (data.layer, flow.lam) for one source and head."""
-    return Theory(GeometricLine(activation, **data_params), ("data.layer", "flow.lam"),
+def theory(activation: str = "relu", snap=None, **data_params) -> Theory:
+    """The rule's predicted boundary over (data.layer, flow.lam) for one source and head
+    (``snap``: see :class:`GeometricLine`)."""
+    return Theory(GeometricLine(activation, snap, **data_params), ("data.layer", "flow.lam"),
                   "geometric rule (docs/science.md §7.2): where its verdict changes; no line = one "
                   "verdict on the whole panel", "negative")
 
