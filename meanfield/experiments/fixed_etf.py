@@ -55,6 +55,10 @@ optimiser and buffer bytes plus the step's peak: the whole training footprint) b
 "over 20 %" (``published_saving``, not a tolerance). Both arms then take
 ``resnet.steps`` SGD steps (``train.lr``, ``train.momentum``) on the same mini-batches: their losses
 are reported; the accuracy half of the claim is not tested at this scale (CPU budget).
+
+Code: this module (configuration, the MLP arms, the declaration),
+:mod:`~meanfield.experiments.fixed_etf_resnet` (the resnet18 preset) and
+:mod:`~meanfield.experiments.fixed_etf_plot` (the figures).
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ from ..data.base import Samples
 from ..deep.train import TrainConfig
 from ..study.spec import DataSpec, ModelSpec
 from .registry import Experiment, ExperimentResult, RunContext, Science, agreement
-from .weight_decay import checkpointer, load_data, num
+from .weight_decay import checkpointer, load_data
 
 ARMS = ("learned", "fixed")
 PRESETS = ("mlp", "resnet18")
@@ -169,7 +173,8 @@ def state_saving_theory(model: str, d_in: int, C: int, width: int, depth: int, *
     return 1.0 - (copies * p_f + C * C) / (copies * p_l)
 
 
-def _shape(cfg: FixedETFConfig) -> tuple[int, int]:
+def width_depth(cfg: FixedETFConfig) -> tuple[int, int]:
+    """(model.width, model.depth) of the configuration, the model's defaults filled in."""
     mp = {**cfg.model.defaults(), **cfg.model.kwargs}
     return int(mp["width"]), int(mp["depth"])
 
@@ -177,64 +182,10 @@ def _shape(cfg: FixedETFConfig) -> tuple[int, int]:
 def _build(cfg: FixedETFConfig, arm: str, d: int, C: int, seed: int, dtype, device):
     from ..deep.fixed_etf import fix_classifier
     from ..models import build_model
-    width, depth = _shape(cfg)
+    width, depth = width_depth(cfg)
     widths = [width] * (depth - 1) if arm == "learned" else [width] * (depth - 2) + [C]
     net = build_model(cfg.model, d, C, seed=seed, dtype=dtype, device=device, width=widths)
     return fix_classifier(net) if arm == "fixed" else net
-
-
-def run_resnet(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
-    """The ``resnet18`` preset (module docstring)."""
-    from ..deep import resnet as rn
-    from ..deep.fixed_etf import fix_classifier
-    from ..deep.memory import step_memory
-    r = cfg.resnet
-    if r.reduce not in rn.REDUCE or r.batch < 1 or r.steps < 0 or r.per_class < 1:
-        raise ValueError(f"resnet: need reduce in {', '.join(rn.REDUCE)}, batch >= 1, steps >= 0, "
-                         f"per_class >= 1; got {r.reduce!r}, {r.batch}, {r.steps}, {r.per_class}")
-    if cfg.data.name == "cifar10":
-        s = load_data(cfg.data, per_class=r.per_class, standardise="global").sample(
-            seed=ctx.seed, dtype=torch.float32, device=ctx.device)
-    else:
-        s = rn.synthetic_cifar(r.per_class, 10, noise=r.noise, seed=ctx.seed, device=ctx.device)
-    C, shape = s.num_classes, s.image_shape
-    images = s.X.reshape(-1, *shape)
-    g = torch.Generator().manual_seed(int(ctx.seed))
-    perm = torch.cat([torch.randperm(s.n, generator=g) for _ in range(r.batch * max(r.steps, 1) // s.n + 1)])
-    batches = [perm[i * r.batch:(i + 1) * r.batch].to(ctx.device) for i in range(max(r.steps, 1))]
-    opt = "adam" if cfg.train.optimizer in ("adam", "adamw") else "sgd"
-
-    def build(arm):
-        kw = dict(widths=r.widths, seed=ctx.seed, device=ctx.device)
-        if arm == "learned":
-            return rn.ResNet18(shape[0], C, **kw)
-        return fix_classifier(rn.ResNet18(shape[0], C, feature_dim=C, reduce=r.reduce, **kw))
-
-    summary: dict = {}
-    history: list = []
-    x, y = images[batches[0]], s.y[batches[0]]
-    stats = {arm: step_memory(build(arm), x, y, optimizer=opt) for arm in ARMS}
-    for arm in ARMS:
-        summary.update({f"{arm}_{k}": v for k, v in stats[arm].__dict__.items()})
-        if r.steps:
-            rows = rn.sgd_steps(build(arm), images, s.y, batches, optimizer=opt, lr=cfg.train.lr,
-                                momentum=cfg.train.momentum)
-            history += [dict(row, arm=arm) for row in rows]
-            last = rows[-min(3, len(rows)):]
-            summary[f"loss_{arm}"] = sum(q["loss"] for q in last) / len(last)
-            summary[f"batch_acc_{arm}"] = sum(q["batch_accuracy"] for q in last) / len(last)
-    st = {arm: stats[arm].state_bytes for arm in ARMS}
-    theory = rn.state_saving_theory(in_channels=shape[0], num_classes=C, widths=r.widths,
-                                    reduce=r.reduce, copies=4 if opt == "adam" else 3)
-    agreement(summary, "state_saving", 1 - st["fixed"] / st["learned"], theory, 1e-12)
-    total = {a: stats[a].param_bytes + stats[a].optimizer_bytes + stats[a].buffer_bytes
-             + stats[a].peak_step_bytes for a in ARMS}  # resident before the step + the step's own peak
-    summary.update({"param_saving": 1 - stats["fixed"].num_trainable / stats["learned"].num_trainable,
-                    "total_saving": 1 - total["fixed"] / total["learned"],
-                    "peak_saving": 1 - stats["fixed"].peak_step_bytes / max(stats["learned"].peak_step_bytes, 1),
-                    "published_saving": PUBLISHED_SAVING, "n_train": s.n, "num_classes": C,
-                    "batch": r.batch, "synthetic": cfg.data.name != "cifar10"})
-    return ExperimentResult(summary, history, extra={"memory": stats})
 
 
 def run(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
@@ -244,11 +195,12 @@ def run(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
     if cfg.preset not in PRESETS:
         raise ValueError(f"unknown preset {cfg.preset!r}; valid: {', '.join(PRESETS)}")
     if cfg.preset == "resnet18":
+        from .fixed_etf_resnet import run_resnet
         return run_resnet(cfg, ctx)
     if cfg.model.name not in MODELS:
         raise ValueError(f"fixed_etf compares MLPs: model must be one of {', '.join(MODELS)}, got "
                          f"{cfg.model.name!r}")
-    width, depth = _shape(cfg)
+    width, depth = width_depth(cfg)
     if depth < 3 or cfg.seeds < 1:
         raise ValueError(f"need model.depth >= 3 and seeds >= 1; got depth={depth}, seeds={cfg.seeds}")
     full = load_data(cfg.data, standardise="none").sample(dtype=torch.float32, device=ctx.device)
@@ -290,127 +242,11 @@ def run(cfg: FixedETFConfig, ctx: RunContext) -> ExperimentResult:
     return ExperimentResult(summary, history, extra={"memory": mem})
 
 
-def _finals(history) -> dict:
-    """Final train/test accuracy of every (arm, seed), from the history rows."""
-    last: dict = {}
-    for r in history:
-        last[(r.get("arm"), num(r, "seed"))] = r
-    return {arm: [{"train": num(r, "accuracy"), "test": num(r, "test_accuracy")}
-                  for (a, _), r in last.items() if a == arm] for arm in ARMS}
-
-
-def _memory_panel(ax, s, colors, unit: float, unit_name: str, buffers: str = "buffers (frozen ETF)") -> None:
-    """Stacked training state (parameters, gradients, optimiser, buffers) and the step peak per arm."""
-    parts = ("param_bytes", "grad_bytes", "optimizer_bytes", "buffer_bytes")
-    names = ("parameters", "gradients", "optimiser state", buffers)
-    for j, arm in enumerate(ARMS):
-        bottom = 0.0
-        for i, (p, nm) in enumerate(zip(parts, names)):
-            v = s[f"{arm}_{p}"] / unit
-            ax.bar(j, v, 0.5, bottom=bottom, color=("0.25", "0.5", "0.75", "tab:red")[i], edgecolor="k",
-                   label=nm if j == 0 else None)
-            bottom += v
-        ax.text(j, bottom, f"{bottom:.0f} {unit_name}" if bottom >= 10 else f"{bottom:.2f} {unit_name}", ha="center", va="bottom", fontsize=8)
-        pk = s[f"{arm}_peak_step_bytes"] / unit
-        ax.bar(j + 2.2, pk, 0.5, color=colors[arm], edgecolor="k", hatch="//",
-               label=f"peak of one step ({arm})")
-        ax.text(j + 2.2, pk, f"{pk:.0f} {unit_name}" if pk >= 10 else f"{pk:.2f} {unit_name}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks([0, 1, 2.2, 3.2], ["learned\n(state)", "fixed ETF\n(state)", "learned\n(step peak)",
-                                    "fixed ETF\n(step peak)"])
-    ax.set_ylim(0, 1.12 * ax.get_ylim()[1])
-    ax.set_ylabel(f"memory ({unit_name})")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(axis="y", alpha=0.3)
-
-
-def plot_resnet(run) -> list[str]:
-    """``fixed_etf.png`` of the resnet18 preset: training losses, memory account, savings."""
-    import matplotlib.pyplot as plt
-    cfg, s, r = run.config, run.summary, run.config.resnet
-    colors = {"learned": "tab:blue", "fixed": "tab:green"}
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1, 1.3, 0.8]})
-    for arm in ARMS:
-        pts = [(num(q, "step"), num(q, "loss")) for q in run.history if q.get("arm") == arm]
-        if pts:
-            ax1.plot(*zip(*pts), "o-", ms=3, color=colors[arm], label=f"{arm} (last-3 mean "
-                     f"{s[f'loss_{arm}']:.3g}, batch acc {s[f'batch_acc_{arm}']:.2f})")
-    ax1.set_xlabel("SGD step")
-    ax1.set_ylabel("mini-batch cross-entropy (nats)")
-    ax1.set_title(f"Training, same mini-batches ({int(s['batch'])} images, {cfg.train.optimizer} lr "
-                  f"{cfg.train.lr:g})", fontsize=10)
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
-    _memory_panel(ax2, s, colors, 2 ** 20, "MiB", "buffers (BatchNorm stats, frozen ETF)")
-    ax2.set_title(f"Training state (stacked) and measured step peak ({run.record.get('device', 'cpu')}, "
-                  f"batch {int(s['batch'])})", fontsize=10)
-    ax2.legend(fontsize=7, loc="upper left")
-    keys = (("param_saving", "trainable\nscalars"), ("state_saving", "training\nstate"),
-            ("peak_saving", "peak of\none step"), ("total_saving", "resident +\nstep peak"))
-    vals = [100 * s[k] for k, _ in keys]
-    ax3.bar(range(4), vals, 0.6, color=["0.4", "tab:purple", "tab:olive", "tab:cyan"], edgecolor="k")
-    for i, v in enumerate(vals):
-        ax3.text(i, v, f"{v:.1f}%", ha="center", va="bottom" if v >= 0 else "top", fontsize=8)
-    ax3.axhline(100 * s["published_saving"], color="k", ls="--", label="published: over 20 % (Zhu et al. 2021)")
-    ax3.axhline(0, color="k", lw=0.8)
-    ax3.set_xticks(range(4), [k[1] for k in keys], fontsize=8)
-    ax3.set_ylabel("saving of the fixed arm, 1 − fixed/learned (%)")
-    ax3.set_ylim(min(0.0, min(vals)) - 2, max(25.0, max(vals)) * 1.15)
-    ax3.set_title(f"state saving {100 * s['state_saving']:.3g}% (exact count "
-                  f"{100 * s['state_saving_theory']:.3g}%)", fontsize=10)
-    ax3.legend(fontsize=8, loc="upper right")
-    ax3.grid(axis="y", alpha=0.3)
-    data = "synthetic CIFAR-shaped images" if s["synthetic"] else cfg.data.name
-    fig.suptitle(f"Fixed simplex-ETF classifier at ResNet-18 scale — widths {','.join(map(str, r.widths))}, "
-                 f"C = {int(s['num_classes'])}, fixed arm reduced to C by '{r.reduce}', {data} (3×32×32)",
-                 fontsize=11)
-    fig.tight_layout()
-    run.savefig(fig, "fixed_etf.png")
-    return ["fixed_etf.png"]
-
-
 def plot(run) -> list[str]:
-    """``fixed_etf.png``: accuracies per arm and the memory account, from the run's files."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-    cfg, s = run.config, run.summary
-    if cfg.preset == "resnet18":
-        return plot_resnet(run)
-    finals = _finals(run.history)
-    width, depth = _shape(cfg)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.5]})
-    colors = {"learned": "tab:blue", "fixed": "tab:green"}
-    x = np.arange(2)
-    for j, arm in enumerate(ARMS):
-        for k, off in (("train", -0.18), ("test", 0.18)):
-            vals = [f[k] for f in finals[arm]]
-            m = sum(vals) / len(vals)
-            ax1.bar(j + off, m, 0.34, color=colors[arm], alpha=1.0 if k == "test" else 0.45,
-                    yerr=[[m - min(vals)], [max(vals) - m]], capsize=4,
-                    label=f"{k} accuracy" if j == 0 else None, edgecolor="k")
-            ax1.text(j + off, m + 0.003, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
-    lo = min(min(f[k] for f in finals[a] for k in ("train", "test")) for a in ARMS)
-    ax1.set_ylim(max(0.0, lo - 0.1), 1.02)
-    ax1.set_xticks(x, ["learned classifier", "fixed simplex ETF"])
-    ax1.set_ylabel("accuracy (fraction correct)")
-    gap, tol = s["test_acc_gap"], s["test_acc_gap_tol"]
-    ax1.set_title(f"Accuracy (n_train = {int(s['n_train'])}, n_test = {int(s['n_test'])}; bars: mean,\n"
-                  f"whiskers: min–max over {cfg.seeds} seeds); test gap {gap:+.3f}, tolerance "
-                  f"±{tol:.3f}: {'agrees' if s['test_acc_gap_agrees'] else 'DISAGREES'}", fontsize=9)
-    ax1.legend(fontsize=8, loc="lower right")
-    ax1.grid(axis="y", alpha=0.3)
-
-    _memory_panel(ax2, s, colors, 1024, "KiB")
-    ax2.set_title(f"Training state (stacked) and measured step peak ({run.record.get('device', 'cpu')})\n"
-                  f"state saving {100 * s['state_saving']:.1f}% (theory "
-                  f"{100 * s['state_saving_theory']:.1f}%), peak saving {100 * s['peak_saving']:.1f}%",
-                  fontsize=10)
-    act = cfg.model.get("activation", "relu") if cfg.model.name == "mlp" else "relu"
-    fig.suptitle(f"Fixed simplex-ETF classifier vs learned — {cfg.data.name}, {cfg.model.name} ({act}) "
-                 f"depth {depth}, width {width}, C = {int(s['num_classes'])}, {cfg.train.optimizer} + "
-                 f"cross-entropy", fontsize=11)
-    fig.tight_layout()
-    run.savefig(fig, "fixed_etf.png")
-    return ["fixed_etf.png"]
+    """``fixed_etf.png``: accuracies per arm and the memory account, from the run's files
+    (:mod:`~meanfield.experiments.fixed_etf_plot`)."""
+    from .fixed_etf_plot import plot_mlp, plot_resnet
+    return plot_resnet(run) if run.config.preset == "resnet18" else plot_mlp(run)
 
 
 EXPERIMENT = Experiment(
