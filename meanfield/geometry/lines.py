@@ -76,10 +76,14 @@ class HullLine:
 
     def others(self, params) -> dict:
         """The distribution's parameters in ``params`` other than ``param`` (typed as its defaults)."""
-        k = len(self.prefix)
-        return {key[k:]: self._typed(key[k:], v) for key, v in params.items()
-                if key.startswith(self.prefix) and key[k:] in self.defaults and key[k:] != self.param
-                and key[k:] not in self.ignore and isinstance(v, (int, float))}
+        # only the distribution's own keys are looked up: a phase diagram calls this ~10^5 times
+        # with every config column in params
+        out = {}
+        for name in self.defaults:
+            v = params.get(self.prefix + name)
+            if name != self.param and name not in self.ignore and isinstance(v, (int, float)):
+                out[name] = self._typed(name, v)
+        return out
 
     def boundary(self, **others) -> float:
         """The boundary value of ``param`` for these other parameters (cached)."""
