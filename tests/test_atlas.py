@@ -150,3 +150,50 @@ def test_only_width_limit_runs_no_entry(tmp_path, monkeypatch):
                         lambda name, *a, **k: ran.append(name))
     assert atlas.atlas_command(out=tmp_path, size="small", only="width_limit") == 0
     assert ran == ["width_limit"]
+
+
+def test_hull_line_reads_only_the_distributions_own_columns():
+    """The phase diagram calls the line with every config column: only the distribution's numeric
+    parameters reach the boundary (other columns, strings and the ignored sampling switch do not)."""
+    enc = atlas.get_atlas("enclosure").panels[0].line.fn
+    base = {"data.r0": 0.5, "data.r_in": 1.0, "data.r_out": 1.5, "data.t": 0.3}
+    noisy = {**base, "model.m": 300, "flow.lam": 0.1, "data.name": "enclosure", "data.grid": True,
+             "r0": 0.1, "seed": 3}
+    assert enc.others(noisy) == enc.others(base) == {"r0": 0.5, "r_in": 1.0, "r_out": 1.5}
+    assert enc(noisy) == enc(base) == pytest.approx(0.1, abs=0.01)   # t - t*, t* = 0.2
+
+
+def test_small_sizes_run_on_one_torch_thread(tmp_path, monkeypatch):
+    """Small problems on one torch thread (two spin-wait on a loaded CPU): every sweep of the small
+    atlas and every finite enclosure net; the default size leaves the count to the experiments."""
+    import torch
+
+    from meanfield.experiments import collapse
+    seen = []
+
+    class Res:
+        computed = skipped = failed = 0
+
+    def fake_sweep(*a, **k):
+        seen.append(torch.get_num_threads())
+        return Res()
+
+    monkeypatch.setattr("meanfield.sweep.sweep", fake_sweep)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        e = atlas.get_atlas("ufm")
+        atlas.run_entry(e, tmp_path / "s", size="small")
+        atlas.run_entry(e, tmp_path / "d", size="default")
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        inside = []
+        monkeypatch.setattr(collapse, "run_batch_with",
+                            lambda *a, **k: inside.append(torch.get_num_threads()) or [])
+        from meanfield.experiments import enclosure
+        from meanfield.study import RunContext
+        for model in ("two_layer", "meanfield"):
+            cfg = resolve_config(get_experiment("enclosure"), {"model": model})
+            enclosure.run_batch([cfg], [0], RunContext())
+        assert inside == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
