@@ -94,3 +94,29 @@ def test_backbone_file_cache_gives_the_trained_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("MEANFIELD_BACKBONE_CACHE", "0")
     assert F._disk_path(key) is None
     F._backbone_cached.cache_clear()
+
+
+def test_a_diverging_rerun_is_retried_at_half_the_step_then_alone():
+    from meanfield.atlas.pretrained import _rerun
+    from meanfield.divergence import DivergenceError
+    from meanfield.experiments import get_experiment
+    p = next(q for q in PRETRAINED.panels if q.key == "digits_meanfield_tanh")
+    real = get_experiment("pretrained_head")
+    calls = []
+
+    class Fake:                      # the flow diverges unless dt <= 0.25 and seed 1 always
+        config = real.config
+
+        @staticmethod
+        def run_batch(cfgs, seeds, ctx):
+            calls.append((len(cfgs), cfgs[0].flow.dt))
+            if cfgs[0].flow.dt > 0.25 or 1 in seeds:
+                raise DivergenceError("diverged")
+            return ["ok"] * len(cfgs)
+
+    chunk = [{"layer": 1, "lam": 1e-3, "y": 1e-3, "seed": s} for s in (0, 1)]
+    res, dt = _rerun(Fake, p, chunk, "default", 4)
+    assert res == ["ok", None] and dt == 0.25
+    assert calls == [(2, 0.5), (2, 0.25), (1, 0.25), (1, 0.25)]
+    res, dt = _rerun(Fake, p, chunk[:1], "default", 4)
+    assert res == ["ok"] and dt == 0.25
