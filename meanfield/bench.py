@@ -316,7 +316,7 @@ def run_bench(grid: Sequence[tuple] = DEFAULT_GRID, *, dtype: str = "float32", d
             res[meth] = _in_subprocess(spec, timeout_s)
         tb = res.get("baseline", {}).get("time_s")
         tl = res.get(lim, {}).get("time_s") if lim else None
-        for meth in methods + ["baseline"] + ([lim] if lim else []):
+        for meth in methods + (["baseline"] if baseline else []) + ([lim] if lim else []):
             if meth not in res:
                 r = {"skipped": "m n > 2e9: baseline needs > 24 GB" if meth == "baseline"
                      else "m n > 2e9: fastest backend only"}

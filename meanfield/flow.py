@@ -275,12 +275,20 @@ def _make_vel(particles: Particles, data: BatchedData, config: FlowConfig, be: B
     la, lw = _decays(config, particles.batch, particles.a)
     inner = config.train_inner
 
-    def vel(s: State, f: Optional[Tensor] = None) -> State:
+    fused = getattr(be, "outputs_velocities", None)
+
+    def vel(s: State, f: Optional[Tensor] = None, keep: Optional[list] = None) -> State:
+        """Velocities at s (outputs f there if known; ``keep`` receives the outputs used)."""
         a, w, b = s
-        if f is None:
-            f = be.outputs(act, a, w, b, data.X)
-        g = _weights(data, loss, f)
-        va, vw, vb = be.velocities(act, a, w, b, data.X, g, inner=inner)
+        if f is None and fused is not None:   # one pass for both (the backend's own chunks)
+            f, (va, vw, vb) = fused(act, a, w, b, data.X, lambda f: _weights(data, loss, f),
+                                    inner=inner)
+        else:
+            if f is None:
+                f = be.outputs(act, a, w, b, data.X)
+            va, vw, vb = be.velocities(act, a, w, b, data.X, _weights(data, loss, f), inner=inner)
+        if keep is not None:
+            keep.append(f)
         va = va - la[:, None, None] * a
         if inner:
             vw = vw - lw[:, None, None] * w

@@ -118,8 +118,10 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
     def tracked(s: State) -> State:  # velocities, keeping the outputs at the step's start state
         if s is not probe[0]:
             return vel(s)
-        probe[1] = be.outputs(particles.act, *s, data.X)
-        return vel(s, probe[1])
+        kept: list = []
+        v = vel(s, keep=kept)
+        probe[1] = kept[0]
+        return v
 
     def current(st):
         return replace(particles, a=st[0], w=st[1], b=st[2])

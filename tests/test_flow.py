@@ -201,6 +201,59 @@ def test_dense_chunking_does_not_change_results(k):
         assert torch.allclose(u, v, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("k,inner,budget", [(1, True, 2 ** 20), (3, True, 40), (2, False, 2 ** 20)])
+def test_dense_one_pass_step_equals_outputs_then_velocities(k, inner, budget):
+    """outputs_velocities keeps the pre-activations of the first pass (d >= hold_min_d, within
+    hold_bytes) and must give the same numbers, bit for bit, as computing them twice; when they
+    do not fit (or samples are chunked) it computes them again, with the same result."""
+    from meanfield.activations import get_activation
+    from meanfield.backends.dense import DenseBackend
+    g = torch.Generator().manual_seed(1)
+    B, m, n, d = 2, 41, 29, 9
+    a, w = torch.randn(B, m, k, generator=g, dtype=torch.float64), torch.randn(B, m, d, generator=g, dtype=torch.float64)
+    b, X = torch.randn(B, m, generator=g, dtype=torch.float64), torch.randn(1, n, d, generator=g, dtype=torch.float64)
+    weights = lambda f: torch.sin(3 * f) - 0.2  # noqa: E731  (any function of the outputs)
+    for act in map(get_activation, ("relu", "tanh")):
+        for hold in (2 ** 30, 0):
+            be = DenseBackend(budget=budget, hold_bytes=hold)
+            f, v = be.outputs_velocities(act, a, w, b, X, weights, inner=inner)
+            f2 = be.outputs(act, a, w, b, X)
+            v2 = be.velocities(act, a, w, b, X, weights(f2), inner=inner)
+            assert torch.equal(f, f2)
+            for u, u2 in zip(v, v2):
+                assert (u is None and u2 is None) or torch.equal(u, u2)
+    with pytest.raises(ValueError):   # the weights' shape is checked like velocities' g
+        DenseBackend().outputs_velocities(act, a, w, b, X, lambda f: f[:, :-1])
+
+
+def test_flow_velocity_on_dense_uses_one_pass_and_matches_the_reference():
+    """The flow's velocity through the dense backend (one pass) equals autograd's gradient of the
+    risk (float64), so the one-pass path is the flow's, not only the backend's."""
+    import meanfield as mf
+    from meanfield.backends.dense import DenseBackend
+    torch.manual_seed(0)
+    X = torch.randn(50, 12, dtype=torch.float64)
+    data = mf.Samples(X, (X[:, 0] > 0).long(), torch.full((50,), 0.02, dtype=torch.float64), 2)
+    P = mf.Particles.gaussian(30, 12, activation="tanh", seed=2, dtype=torch.float64)
+    cfg = mf.FlowConfig(loss="logistic", backend="dense")
+    calls = []
+
+    class Spy(DenseBackend):
+        def outputs_velocities(self, *args, **kw):
+            calls.append(1)
+            return super().outputs_velocities(*args, **kw)
+
+    va, vw, vb = mf.velocity(P, data, cfg, backend=Spy())
+    assert calls
+    a, w, b = (t.clone().requires_grad_() for t in (P.a, P.w, P.b))
+    f = (torch.tanh(w[0] @ X.T + b[0][:, None]).T @ a[0])[:, 0] / P.m
+    xi = 2.0 * data.y - 1
+    R = (data.p * torch.nn.functional.softplus(-xi * f)).sum()
+    ga, gw, gb = torch.autograd.grad(R, (a, w, b))
+    for v, gr in ((va, ga), (vw, gw), (vb, gb)):
+        assert torch.allclose(v, -P.m * gr, rtol=1e-10, atol=1e-13)
+
+
 @pytest.mark.parametrize("name", ["logistic", "exponential", "cross_entropy", "mse"])
 def test_loss_of_systems_sharing_labels_is_each_systems_own(name):
     """Labels shared by B systems (leading size 1, as BatchedData keeps them) score every system

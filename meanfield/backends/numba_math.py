@@ -7,9 +7,10 @@ fused loops from vectorising. In float32 the smooth activations therefore use ar
   clamped to +-7.9053); max abs error 3.4e-7 against float64 tanh.
 - ``sigmoid32(z) = 1/2 + tanh32(z/2)/2``.
 - ``softplus32(z) = max(z, 0) + log1p(u)``, ``u = exp(-|z|) = (1 - t)/(1 + t)`` with
-  ``t = tanh32(|z|/2)`` (u = 0 past |z| = 15.8, where softplus's tail is below 1.4e-7), and
-  ``log1p(u) = 2 atanh(v) = 2 (v + v^3/3 + ... + v^13/13)``, ``v = u/(2 + u)`` in [0, 1/3]
-  (series truncation < 1e-8).
+  ``t = |tanh32(z/2)|`` (u = 0 past |z| = 15.8, where softplus's tail is below 1.4e-7), and
+  ``log1p(u) = 2 atanh(v) = 2 (v + v^3/3 + ... + v^13/13)``, ``v = u/(2 + u) = (1 - t)/(3 + t)``
+  in [0, 1/3] (series truncation < 1e-8). The tanh is the one sigmoid32 (softplus's derivative)
+  computes, so a kernel that needs both computes it once.
 
 The error bounds are stated on the activations (:mod:`meanfield.activations`) and pinned by
 tests/test_activations.py. Float64 keeps libm (``*64``): float64 results do not change.
@@ -39,7 +40,7 @@ _Q = tuple(_f(c) for c in (4.89352518554385e-03, 2.26843463243900e-03, 1.1853470
 P0, P1, P2, P3, P4, P5, P6 = _P
 Q0, Q1, Q2, Q3 = _Q
 CLAMP = _f(7.90531110763549805)
-HALF, ONE, TWO, ZERO = _f(0.5), _f(1.0), _f(2.0), _f(0.0)
+HALF, ONE, THREE, ZERO = _f(0.5), _f(1.0), _f(3.0), _f(0.0)
 # 2 / (2k + 1) for the atanh series
 L1, L3, L5, L7, L9, L11, L13 = (_f(2.0 / (2 * k + 1)) for k in range(7))
 
@@ -66,9 +67,10 @@ def sigmoid32(z):
 
 @_jit
 def softplus32(z):
-    t = tanh32(HALF * abs(z))
-    u = (ONE - t) / (ONE + t)             # exp(-|z|)
-    v = u / (TWO + u)
+    # tanh32 is odd, so |tanh32(z/2)| = tanh32(|z|/2); the same tanh32(z/2) as sigmoid32(z),
+    # which the compiler computes once when a kernel needs both (softplus' = sigmoid)
+    t = abs(tanh32(HALF * z))
+    v = (ONE - t) / (THREE + t)           # u / (2 + u) with u = exp(-|z|) = (1 - t) / (1 + t)
     v2 = v * v
     s = v * ((((((L13 * v2 + L11) * v2 + L9) * v2 + L7) * v2 + L5) * v2 + L3) * v2 + L1)
     return max(z, ZERO) + s
