@@ -322,6 +322,12 @@ def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEn
         p = panels[x["panel"]]
         g = (x["panel"], x["layer"], x["y"] if p.y != "flow.lam" else None)
         groups.setdefault(g, []).append(x)
+    # round robin over the panels (each panel's first group, then each one's second, ...): an
+    # interrupted examination has looked at every panel
+    rank: dict = {}
+    for g in groups:
+        rank[g] = sum(h[0] == g[0] for h in rank)
+    groups = {g: groups[g] for g in sorted(groups, key=lambda g: rank[g])}
     exp = get_experiment("pretrained_head") if todo else None
     new = not path.exists()
     count = 0
