@@ -65,6 +65,10 @@ class HullLine:
         self.n, self.seed, self.tol, self.criterion, self.prefix = n, seed, tol, criterion, prefix
         self.ignore = tuple(ignore)
         self._cache: dict = {}
+        # the prefixed keys of the other parameters, and boundaries by their raw values: a phase
+        # diagram's theory contour calls the line ~10^5 times
+        self._keys = tuple(prefix + k for k in self.defaults if k != param and k not in self.ignore)
+        self._by_values: dict = {}
 
     def _typed(self, name: str, v):
         d = self.defaults.get(name)
@@ -100,7 +104,15 @@ class HullLine:
         return self._cache[key]
 
     def __call__(self, params) -> float:
-        return float(params[self.prefix + self.param]) - self.boundary(**self.others(params))
+        x = float(params[self.prefix + self.param])
+        try:
+            key = tuple(params.get(k) for k in self._keys)
+            b = self._by_values.get(key)
+        except TypeError:   # an unhashable parameter value (a list): the plain path
+            return x - self.boundary(**self.others(params))
+        if b is None:
+            b = self._by_values[key] = self.boundary(**self.others(params))
+        return x - b
 
     def __repr__(self) -> str:
         return (f"HullLine({self.distribution!r}, {self.param!r}, {self.lo:g}, {self.hi:g}, "
