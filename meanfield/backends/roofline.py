@@ -1,8 +1,9 @@
 """The machine's limits for one mean-field step, measured in the same run as the backends.
 
-- :func:`fused_limit`: the simplest fused relu kernel of both reductions (k = 1, structure of
-  arrays, cache blocks, ``prange`` over independent tiles, float32), pairs/s at small d. Nothing
-  real can run a relu step faster on this CPU with this compiler: it is the bar for ``numba``.
+- :func:`fused_limit`: the simplest fused relu kernel of both reductions (k = 1, d = 2, structure
+  of arrays, float32; outputs in sample tiles over particle cache blocks, velocities one particle
+  per iteration over all samples), pairs/s at small d. Nothing real can run a relu step faster on
+  this CPU with this compiler: it is the bar for ``numba``.
 - :func:`gemm_limit`: torch.mm GFLOP/s on the step's matrix shapes (large d, where a step is two
   matrix products of ~2 m n d flops each); the bar for ``dense``.
 
