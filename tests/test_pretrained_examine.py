@@ -104,19 +104,19 @@ def test_a_diverging_rerun_is_retried_at_half_the_step_then_alone():
     real = get_experiment("pretrained_head")
     calls = []
 
-    class Fake:                      # the flow diverges unless dt <= 0.25 and seed 1 always
+    class Fake:                      # diverges unless dt <= 0.25 (lr <= 5e-3); seed 1 always
         config = real.config
 
         @staticmethod
         def run_batch(cfgs, seeds, ctx):
-            calls.append((len(cfgs), cfgs[0].flow.dt))
+            calls.append((len(cfgs), cfgs[0].flow.dt, cfgs[0].train.lr))
             if cfgs[0].flow.dt > 0.25 or 1 in seeds:
                 raise DivergenceError("diverged")
             return ["ok"] * len(cfgs)
 
     chunk = [{"layer": 1, "lam": 1e-3, "y": 1e-3, "seed": s} for s in (0, 1)]
     res, dt = _rerun(Fake, p, chunk, "default", 4)
-    assert res == ["ok", None] and dt == 0.25
-    assert calls == [(2, 0.5), (2, 0.25), (1, 0.25), (1, 0.25)]
+    assert res == ["ok", None] and dt == 0.5                        # the step factor
+    assert calls == [(2, 0.5, 1e-2), (2, 0.25, 5e-3), (1, 0.25, 5e-3), (1, 0.25, 5e-3)]
     res, dt = _rerun(Fake, p, chunk[:1], "default", 4)
-    assert res == ["ok"] and dt == 0.25
+    assert res == ["ok"] and dt == 0.5

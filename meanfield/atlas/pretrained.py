@@ -261,27 +261,30 @@ def _rerun_overrides(p, x: dict, size: str, factor: int) -> dict:
 
 def _rerun(exp, p, chunk: list, size: str, factor: int) -> tuple[list, float]:
     """The longer runs of a chunk of disagreements (one batched flow for the mean-field head);
-    a flow that diverges over the longer horizon is retried once at half the step, then each
-    system alone; None where a run still fails. Returns (results, the flow step used)."""
+    a run that diverges over the longer horizon is retried once at half the step (the flow's
+    ``flow.dt`` and the finite heads' ``train.lr``), then each system alone; None where a run
+    still fails. Returns (results, the step factor used: 1 or 0.5)."""
     from ..divergence import DivergenceError
     from ..study.experiment import RunContext, resolve_config
     ov = [_rerun_overrides(p, x, size, factor) for x in chunk]
-    dt = float(resolve_config(exp, ov[0]).flow.dt)
+    c0 = resolve_config(exp, ov[0])
+    dt, lr = float(c0.flow.dt), float(c0.train.lr)
     seeds = [int(x["seed"]) for x in chunk]
-    for step in (dt, dt / 2):
-        cfgs = [resolve_config(exp, {**o, "flow.dt": step}) for o in ov]
+
+    def at(o, f):
+        return resolve_config(exp, {**o, "flow.dt": dt * f, "train.lr": lr * f})
+    for f in (1.0, 0.5):
         try:
-            return exp.run_batch(cfgs, seeds, RunContext(progress=False)), step
+            return exp.run_batch([at(o, f) for o in ov], seeds, RunContext(progress=False)), f
         except (DivergenceError, FloatingPointError, ValueError):
             continue
     out = []
     for o, sd in zip(ov, seeds):   # one by one: a diverging system does not sink the others
         try:
-            out.append(exp.run_batch([resolve_config(exp, {**o, "flow.dt": dt / 2})], [sd],
-                                     RunContext(progress=False))[0])
+            out.append(exp.run_batch([at(o, 0.5)], [sd], RunContext(progress=False))[0])
         except (DivergenceError, FloatingPointError, ValueError):
             out.append(None)
-    return out, dt / 2
+    return out, 0.5
 
 
 def _ex_key(x: dict) -> str:
@@ -310,12 +313,19 @@ def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEn
     panels = {p.key: p for p in entry.panels}
     path = d / EXAMINE_FILE
     fields = ["panel", "layer", "y", "lam", "seed", "predicted_collapse", "statistic",
-              "longer_statistic", "factor", "flow_dt", "risk_change_last_quarter", "grad_norm_end",
+              "longer_statistic", "factor", "step_factor", "risk_change_last_quarter", "grad_norm_end",
               "class", "cpu_seconds"]
     done = {}
-    if path.exists():
+    if path.exists():   # resume; failed reruns are retried, an older table gets today's columns
         with path.open() as f:
-            done = {_ex_key(r): r for r in csv.DictReader(f)}
+            rd = csv.DictReader(f)
+            old, rows = rd.fieldnames, list(rd)
+        done = {_ex_key(r): r for r in rows if r.get("class") != "rerun_failed"}
+        if old != fields or len(done) < len(rows):
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
+                w.writeheader()
+                w.writerows(done.values())
     todo = [x for x in v["disagreements"] if _ex_key(x) not in done]
     groups: dict = {}
     for x in todo:   # one batched flow per (panel, layer, y of an epochs panel)
@@ -344,7 +354,7 @@ def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEn
                 if limit is not None and count >= limit:
                     break
                 t0 = time.process_time()
-                res, dt = _rerun(exp, p, chunk, size, factor)
+                res, step = _rerun(exp, p, chunk, size, factor)
                 cpu = (time.process_time() - t0) / len(chunk)
                 for x, r in zip(chunk, res):
                     rc, gn = _risk_change(r.history) if r is not None else (math.nan, math.nan)
@@ -353,7 +363,7 @@ def examine(entry_dir, *, factor: int = 4, size: str = "default", entry: AtlasEn
                     row = {"panel": x["panel"], "layer": x["layer"], "y": x["y"], "lam": x["lam"],
                            "seed": x["seed"], "predicted_collapse": x["predicted_collapse"],
                            "statistic": x["output_statistic"], "longer_statistic": after,
-                           "factor": factor, "flow_dt": dt, "risk_change_last_quarter": rc,
+                           "factor": factor, "step_factor": step, "risk_change_last_quarter": rc,
                            "grad_norm_end": gn,
                            "class": classify(x["predicted_collapse"], float(x["output_statistic"]),
                                              float(after), rc) if ok else "rerun_failed",
