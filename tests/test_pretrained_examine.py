@@ -120,3 +120,27 @@ def test_a_diverging_rerun_is_retried_at_half_the_step_then_alone():
     assert calls == [(2, 0.5, 1e-2), (2, 0.25, 5e-3), (1, 0.25, 5e-3), (1, 0.25, 5e-3)]
     res, dt = _rerun(Fake, p, chunk[:1], "default", 4)
     assert res == ["ok"] and dt == 0.5
+
+
+def test_a_diverging_mean_field_head_is_rerun_at_half_the_step(monkeypatch):
+    from meanfield.divergence import DivergenceError
+    from meanfield.experiments import collapse, pretrained_head as ph
+    from meanfield.experiments.registry import ExperimentResult, RunContext
+    from meanfield.study.experiment import resolve_config
+    seen = []
+
+    def fake(cfgs, seeds, ctx, keys, extra=None):
+        seen.append((cfgs[0].flow.dt, ctx.out))
+        if cfgs[0].flow.dt > 0.3:
+            raise DivergenceError("diverged")
+        return [ExperimentResult({}) for _ in cfgs]
+
+    monkeypatch.setattr(collapse, "run_batch_with", fake)
+    exp = ph.EXPERIMENT
+    mf = [resolve_config(exp, {"flow.dt": 0.5, "flow.lam": lam}) for lam in (1e-3, 1e-2)]
+    out = ph.run_batch(mf, [0, 0], RunContext())
+    assert [r.summary["flow_dt_used"] for r in out] == [0.25, 0.25]
+    assert seen == [(0.5, None), (0.25, None)]
+    finite = [resolve_config(exp, {"model": "two_layer", "flow.dt": 0.5})]
+    with pytest.raises(DivergenceError):                       # a finite head is not retried
+        ph.run_batch(finite, [0], RunContext())

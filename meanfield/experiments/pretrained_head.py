@@ -25,7 +25,8 @@ Summary keys added to the ``collapse`` columns: ``layer``, ``feature_dim``, the 
 class inside another's hull, ``geometry_min_margin``), ``head_homogeneous``,
 ``predicted_collapse``, ``output_statistic`` (the regime's *output* statistic:
 ``nc1_out`` when ``flow.lam > 0``, else the absolute ``spread``), ``output_collapsed``
-(``output_statistic < 0.05``), ``predictor_accuracy`` (1 when the prediction matches, 0 when not:
+(``output_statistic < 0.05``), ``flow_dt_used`` (the mean-field flow's step: ``flow.dt``, or half
+of it when the flow diverged at ``flow.dt`` and was rerun), ``predictor_accuracy`` (1 when the prediction matches, 0 when not:
 its mean over a sweep is the predictor's accuracy), ``activation_only_prediction`` and
 ``activation_only_accuracy`` (the baseline "homogeneous activation => no collapse").
 :func:`meanfield.atlas.pretrained.validate` turns a sweep or an atlas run into the confusion
@@ -42,11 +43,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 from ..deep.train import TrainConfig
+from ..divergence import DivergenceError
 from ..flow import FlowConfig
 from ..heads import head_activation
 from ..predictor import THRESHOLD, activation_only, output_collapsed, output_statistic, predict_collapse
@@ -131,7 +133,20 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
     # a head on a few hundred feature vectors: one torch thread (a second one spin-waits on a
     # busy CPU; the mean-field flow sets its own threads)
     with torch_threads(1 if str(ctx.device).startswith("cpu") else None):
-        out = collapse.run_batch_with(cfgs, seeds, ctx, BATCH_KEYS, extra=_extra)
+        try:
+            out = collapse.run_batch_with(cfgs, seeds, ctx, BATCH_KEYS, extra=_extra)
+            dt = cfgs[0].flow.dt
+        except DivergenceError:
+            if cfgs[0].model.name != "meanfield":
+                raise
+            # the explicit flow step is too large for these features (it happens on some
+            # MNIST-1D layers at dt = 0.5): once more at half the step, without the checkpoint
+            dt = cfgs[0].flow.dt / 2
+            half = [replace(c, flow=replace(c.flow, dt=dt)) for c in cfgs]
+            out = collapse.run_batch_with(half, seeds, replace(ctx, out=None), BATCH_KEYS,
+                                          extra=_extra)
+    for r in out:
+        r.summary["flow_dt_used"] = float(dt)
     if ctx.out is not None and len(cfgs) == 1:   # the pair table, for the figure
         g, _ = geometry_of(cfgs[0].data)
         pred, _ = predict(cfgs[0])
