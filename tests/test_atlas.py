@@ -197,3 +197,18 @@ def test_small_sizes_run_on_one_torch_thread(tmp_path, monkeypatch):
         assert inside == [1, 2] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_panels_with_the_same_runs_share_one_sweep():
+    """Two panels of an entry that sweep the same experiment over the same grid with the same fixed
+    parameters read one sweep (one key): a second key would train every net again."""
+    dup = []
+    for name in atlas.list_atlas():
+        e = atlas.get_atlas(name)
+        for i, p in enumerate(e.panels):
+            for q in e.panels[i + 1:]:
+                same = (p.experiment, dict(p.grid), dict(p.fixed)) == (q.experiment, dict(q.grid), dict(q.fixed))
+                if same and p.key != q.key:
+                    dup.append(f"{name}: {p.key} / {q.key}")
+    assert not dup, dup
+    assert {p.key for p in atlas.get_atlas("deep_digits").panels} == {"sweep"}
