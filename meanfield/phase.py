@@ -341,6 +341,12 @@ def _theory(ax, theory: Theory, rows, x, y, xs, ys, logx, logy, handles, Line2D)
     if np.isfinite(F).any() and np.nanmin(F) < 0 < np.nanmax(F) and len(gy) > 1:
         ax.contour(gx, gy, F, levels=[0.0], colors="k", linestyles="--", linewidths=2.0)
         handles.append(Line2D([], [], color="k", ls="--", lw=2.0, label=theory.label))
+    elif np.isfinite(F).any() and theory.collapsed != "zero":
+        # one sign over the whole panel: say what the theory predicts instead of drawing nothing
+        neg = bool(np.nanmax(F) < 0)
+        says = "collapse" if neg == (theory.collapsed == "negative") else "no collapse"
+        handles.append(Line2D([], [], color="none",
+                              label=f"{theory.label}: no boundary here (predicts {says} everywhere)"))
 
 
 def plot_sweep(results, *, experiment: Optional[str] = None, axes: Sequence = (),

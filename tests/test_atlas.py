@@ -212,3 +212,22 @@ def test_panels_with_the_same_runs_share_one_sweep():
                     dup.append(f"{name}: {p.key} / {q.key}")
     assert not dup, dup
     assert {p.key for p in atlas.get_atlas("deep_digits").panels} == {"sweep"}
+
+
+@pytest.mark.parametrize("sign,says", [(-1.0, "predicts collapse everywhere"),
+                                       (1.0, "predicts no collapse everywhere")])
+def test_a_theory_without_a_boundary_in_the_panel_says_what_it_predicts(sign, says):
+    """A rule of one sign over the whole panel draws no line; the legend must say what it predicts
+    (a panel with neither line nor word reads as 'no theory')."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from meanfield.phase import plot_phase
+    from meanfield.study import Theory
+    rows = [{"a": a, "b": b, "stat": 0.1 * a + b, "seed": 0} for a in (1.0, 2.0, 3.0)
+            for b in (0.1, 0.2)]
+    ax = Figure().subplots()
+    th = Theory(lambda p: sign * (1.0 + p["a"]), ("a",), "rule")
+    plot_phase(rows, "a", "b", "stat", threshold=0.3, theory=th, ax=ax)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(says in t for t in labels), labels

@@ -54,7 +54,8 @@ def plot_entry(entry: AtlasEntry, d: Path, *, size: str = "default") -> Path:
     for j in range(n, nrow * ncol):
         axs[j // ncol][j % ncol].set_visible(False)
     fig.suptitle(f"{entry.title}\n{seeds} seed(s) per point; size '{size}'", fontsize=12)
-    fig.tight_layout()
+    # keep the two title lines (~0.75 inch) clear of the top row whatever the figure's height
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))
     path = d / f"{entry.name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
