@@ -24,15 +24,25 @@ __all__ = ["measure_table", "write_table", "TABLE_DS", "TABLE_SIZES"]
 
 #: input dimensions measured (the crossover is mostly a function of d)
 TABLE_DS = (1, 2, 4, 8, 16, 32, 64)
-#: per-system (m, n) sizes measured: tiny, medium, large
-TABLE_SIZES = ((64, 64), (2_000, 500), (10_000, 1_000))
+#: per-system (m, n) sizes measured: tiny, an atlas point's, medium, large
+TABLE_SIZES = ((64, 64), (300, 200), (2_000, 500), (10_000, 1_000))
 
 
 def _time(be, act, ops, repeats: int, budget_s: float) -> float:
     """Best time of one step's reductions, as the flow calls them (one pass where the backend has
     ``outputs_velocities``)."""
+    from ..simulation import SMALL_PAIRS
+    from ..threads import torch_threads
     a, w, b, X, g = ops
     fused = getattr(be, "outputs_velocities", None)
+    # torch's threads as the flow sets them: one for a small system or beside numba's own threads
+    with torch_threads(1 if getattr(be, "owns_threads", False)
+                       or a.shape[0] * a.shape[1] * X.shape[1] <= SMALL_PAIRS else None):
+        return _best(_once(be, act, a, w, b, X, g, fused), repeats, budget_s)
+
+
+def _once(be, act, a, w, b, X, g, fused):
+    """One step's reductions as a closure."""
 
     def once():
         if fused is not None:
@@ -40,6 +50,10 @@ def _time(be, act, ops, repeats: int, budget_s: float) -> float:
         else:
             be.outputs(act, a, w, b, X)
             be.velocities(act, a, w, b, X, g)
+    return once
+
+
+def _best(once, repeats: int, budget_s: float) -> float:
     once()
     best, spent = float("inf"), 0.0
     for _ in range(repeats):
