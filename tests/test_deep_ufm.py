@@ -45,7 +45,7 @@ def test_dnc_scalar_problem_by_brute_force(L):
 
     for _ in range(5):
         opt.step(f)
-    assert float(f()) == pytest.approx(v.value, rel=1e-9)
+    assert float(f().detach()) == pytest.approx(v.value, rel=1e-9)
 
 
 def test_threshold_switches_to_zero():
