@@ -346,7 +346,7 @@ def _theory(ax, theory: Theory, rows, x, y, xs, ys, logx, logy, handles, Line2D)
         neg = bool(np.nanmax(F) < 0)
         says = "collapse" if neg == (theory.collapsed == "negative") else "no collapse"
         handles.append(Line2D([], [], color="none",
-                              label=f"{theory.label}: no boundary here (predicts {says} everywhere)"))
+                              label=f"{theory.label}\n→ no boundary here: predicts {says} everywhere"))
 
 
 def plot_sweep(results, *, experiment: Optional[str] = None, axes: Sequence = (),

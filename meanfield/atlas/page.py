@@ -53,9 +53,12 @@ def plot_entry(entry: AtlasEntry, d: Path, *, size: str = "default") -> Path:
                           + ("" if p.vmax is None else f" (≥ {p.vmax:g} saturates)"))
     for j in range(n, nrow * ncol):
         axs[j // ncol][j % ncol].set_visible(False)
-    fig.suptitle(f"{entry.title}\n{seeds} seed(s) per point; size '{size}'", fontsize=12)
-    # keep the two title lines (~0.75 inch) clear of the top row whatever the figure's height
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))
+    # the two title lines sit in the top ~0.9 inch, clear of the first row whatever the height
+    # (the default y = 0.98 is a fraction: 1.5 inches down a 70-inch figure, inside the panels)
+    h = fig.get_figheight()
+    fig.suptitle(f"{entry.title}\n{seeds} seed(s) per point; size '{size}'", fontsize=12,
+                 y=1 - 0.08 / h, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / h))
     path = d / f"{entry.name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
