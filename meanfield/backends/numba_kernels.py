@@ -221,9 +221,8 @@ def velocities_kernel(A, W, Bv, X, G, C, va, vw, vb, dk, kk, n, IT, inner, t0, t
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("MEANFIELD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "meanfield")
-    return Path(root) / "numba_kernels"
+    from ..cache import cache_dir
+    return cache_dir("numba_kernels")
 
 
 def _source_hash(act) -> str:

@@ -267,10 +267,9 @@ def _disk_path(key: tuple) -> Optional[Path]:
     import os
     if os.environ.get("MEANFIELD_BACKBONE_CACHE", "1") == "0" or key[1]:
         return None
-    root = os.environ.get("MEANFIELD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "meanfield")
+    from ..cache import cache_dir
     h = hashlib.sha1(repr((key, torch.__version__, _DISK_VERSION)).encode()).hexdigest()[:20]
-    return Path(root) / "backbones" / f"{h}.pt"
+    return cache_dir("backbones") / f"{h}.pt"
 
 
 @functools.lru_cache(maxsize=64)
