@@ -97,10 +97,18 @@ def _check(cfg) -> None:
 
 @functools.lru_cache(maxsize=64)
 def geometry_of(data: DataSpec):
-    """The class geometry (:class:`meanfield.geometry.ClassGeometry`) of a features distribution."""
+    """The class geometry (:class:`meanfield.geometry.ClassGeometry`) of a features distribution
+    and the feature dimension; kept on disk (:mod:`meanfield.geometry.store`) unless the features
+    come from a user's folder or backbone file, which may change under the same name."""
     from ..geometry import class_geometry
-    s = data.build().sample()
-    return class_geometry(s.X.numpy(), s.y.numpy(), weights=s.p.numpy()), s.d
+    from ..geometry.store import cached_geometry
+
+    def compute():
+        s = data.build().sample()
+        return class_geometry(s.X.numpy(), s.y.numpy(), weights=s.p.numpy()), s.d
+    if data.kwargs.get("folder") or data.kwargs.get("backbone_file"):
+        return compute()
+    return cached_geometry(repr(data), compute)
 
 
 def predict(cfg):
@@ -180,27 +188,56 @@ class GeometricLine:
         # {dotted key: values}: a swept parameter read at the nearest of these values (the
         # panel's grid), so drawing the line retrains no backbone the sweep did not train
         self.snap = {k: tuple(sorted(float(x) for x in v)) for k, v in (snap or {}).items()}
+        # a phase diagram calls the line ~10^5 times per panel with the same keys: which keys
+        # feed the spec is worked out once per key set, and each verdict once per resolved spec
+        self._plans: dict = {}
+        self._verdicts: dict = {}
 
-    def spec(self, params) -> DataSpec:
-        defaults = _feature_defaults()
-        kw = dict(self.data_params)
-        for k, v in params.items():
+    def _plan(self, keys: tuple) -> tuple:
+        """((dotted key, feature argument, int | float), ...) read from parameters with ``keys``."""
+        plan = self._plans.get(keys)
+        if plan is None:
+            defaults = _feature_defaults()
+            plan = []
+            for k in keys:
+                name = k[5:] if k.startswith("data.") else None
+                if name is None or name not in defaults or name in self.data_params:
+                    continue
+                dv = defaults[name]
+                if isinstance(dv, bool) or not isinstance(dv, (int, float)):
+                    continue
+                plan.append((k, name, int if isinstance(dv, int) else float))
+            plan = self._plans[keys] = tuple(plan)
+        return plan
+
+    def _resolved(self, params) -> tuple:
+        """The (feature argument, value) pairs ``params`` set: snapped to the grid, ints rounded."""
+        out = []
+        for k, name, kind in self._plan(tuple(params)):
+            v = params[k]
+            if isinstance(v, str) or v is None:
+                continue
             if k in self.snap and isinstance(v, (int, float)) and math.isfinite(v):
                 v = min(self.snap[k], key=lambda g: abs(g - v))
-            if k.startswith("data.") and k[5:] in defaults and k[5:] not in kw:
-                dv, name = defaults[k[5:]], k[5:]
-                if isinstance(dv, bool) or isinstance(v, str) or v is None:
-                    continue
-                if isinstance(dv, int) and isinstance(v, (int, float)) and math.isfinite(v):
-                    kw[name] = int(round(v))
-                elif isinstance(dv, float):
-                    kw[name] = float(v)
+            if kind is float:
+                out.append((name, float(v)))
+            elif isinstance(v, (int, float)) and math.isfinite(v):
+                out.append((name, int(round(v))))
+        return tuple(out)
+
+    def spec(self, params) -> DataSpec:
+        kw = {**self.data_params, **dict(self._resolved(params))}
         kw.setdefault("layer", 2)
         return DataSpec("features", kw)
 
     def __call__(self, params) -> float:
         lam = float(params.get("flow.lam", 1e-3))
-        return self._value(self.spec(params), "bounded" if lam > 0 else "unbounded")
+        key = (self._resolved(params), lam > 0)
+        v = self._verdicts.get(key)
+        if v is None:
+            v = self._verdicts[key] = self._value(self.spec(params), "bounded" if lam > 0
+                                                  else "unbounded")
+        return v
 
     @functools.lru_cache(maxsize=256)
     def _value(self, spec: DataSpec, regime: str) -> float:
