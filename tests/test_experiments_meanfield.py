@@ -69,6 +69,29 @@ def test_three_atoms_relu_runs_and_reports_the_spread():
     assert {r["system"] for r in res.history} == {0, 1}
 
 
+def test_three_atoms_relu_batched_points_equal_their_single_runs():
+    """The atlas sweeps this experiment as one batched flow per phase (2 systems per point): each
+    point's summary equals its own single run, and its history is numbered 0 (lambda = 0), 1."""
+    from meanfield.experiments import RunContext, get_experiment, resolve_config
+    exp = get_experiment("three_atoms_relu")
+    over = {"m": 40, "flow.t_end": 300.0, "flow.lam": 1e-2, "lam_t": 2.0, "snapshot": 5}
+    cfgs = [resolve_config(exp, {**over, "data.p3": p3, "scale_a": sa})
+            for p3, sa in ((1.0, 1.0), (3.0, 0.5), (0.5, 1.0))]
+    seeds = [0, 1, 2]
+    both = exp.run_batch(cfgs, seeds, RunContext())
+    assert len(both) == 3
+    for c, s, b in zip(cfgs, seeds, both):
+        one = exp.run_batch([c], [s], RunContext())[0]
+        for k, v in one.summary.items():
+            assert b.summary[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+        assert {r["system"] for r in b.history} == {0, 1}
+        assert len(b.history) == len(one.history)
+        assert torch.allclose(b.particles.a, one.particles.a, rtol=1e-9, atol=1e-12)
+    assert both[0].summary["p3"] != both[1].summary["p3"]
+    with pytest.raises(ValueError, match="m"):
+        exp.run_batch([cfgs[0], resolve_config(exp, {**over, "m": 41})], [0, 0], RunContext())
+
+
 # ---------------------------------------------------------------- §3.3 regularisation path
 def test_maxmargin_path_against_the_lp_oracle():
     res = run_experiment("maxmargin", {"m": 400, "lams": "1e-2,1e-3", "lam_t": 6, "grid": 240,

@@ -42,13 +42,15 @@ from ..particles import Particles
 from ..record import Recorder
 from ..study.spec import DataSpec
 from ..plotting import class_colour
-from ..study.batching import split_history, stack_particles
+from ..study.batching import check_batch, split_history, stack_particles
 from ..study.snapshots import draw_trajectories, load_snapshots, save_snapshots
 from .registry import (Experiment, ExperimentResult, RunContext, Science, Theory, flow_for,
                        parse_dtype)
 from .three_atoms import THRESHOLD, gap_law, samples
 
 TAGS = ("lam0", "lam")
+#: what may differ between the points of one batched run (the masses, the initial |a|)
+BATCH_KEYS = ("data.p1", "data.p2", "data.p3", "scale_a")
 
 
 @dataclass(frozen=True)
@@ -89,61 +91,105 @@ def _snaps(snaps, s: int, dt: float = 0.0):
             for x in snaps]
 
 
-def run(cfg: ThreeAtomsReluConfig, ctx: RunContext) -> ExperimentResult:
+def _check(cfg: ThreeAtomsReluConfig) -> None:
     lam = cfg.flow.lam
     if isinstance(lam, tuple) or not lam > 0:
         raise ValueError(f"flow.lam must be one number > 0 (the first system already has lambda = 0); "
                          f"got {lam}")
     if cfg.flow.dt_max is None:
         raise ValueError("flow.dt_max must be set: it is the step at which the stepping switches")
-    dtype = parse_dtype(cfg.dtype)
-    data = samples(cfg, dtype, ctx.device)
-    P = Particles.sphere(cfg.m, 1, batch=2, scale_a=cfg.scale_a, activation="relu", seed=ctx.seed,
-                         dtype=dtype, device=ctx.device)
-    flow = flow_for(cfg.flow, ctx)
+
+
+def _select(P: Particles, idx: list):
+    return stack_particles([P.select(i) for i in idx])
+
+
+def _pick(data: list, idx: list):
+    return data[idx[0]] if len(idx) == 1 else [data[i] for i in idx]
+
+
+def _renumber(rows: list, system: int) -> list:
+    return [{**r, "system": system} for r in rows]
+
+
+def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
+    """Configurations (differing only in BATCH_KEYS) and seeds as one batched flow per phase.
+
+    Point i is systems 2i (lambda = 0) and 2i + 1 (lambda > 0) of every phase; its particles start
+    as in a single run of its seed, and a single run is this path with one configuration. Returns
+    one :class:`ExperimentResult` per configuration (history ``system`` 0: lambda = 0, 1: lambda).
+    """
+    check_batch(list(cfgs), list(seeds), BATCH_KEYS)
+    c0 = cfgs[0]
+    _check(c0)
+    lam, N = c0.flow.lam, len(cfgs)
+    dtype = parse_dtype(c0.dtype)
+    data = [samples(c, dtype, ctx.device) for c in cfgs]
+    sys_data = [d for d in data for _ in TAGS]                 # system 2i + s: point i
+    P = stack_particles([Particles.sphere(c.m, 1, batch=2, scale_a=c.scale_a, activation="relu",
+                                          seed=s, dtype=dtype, device=ctx.device)
+                         for c, s in zip(cfgs, seeds)])
+    flow = flow_for(c0.flow, ctx)
     dt_max, ds = flow.dt_max, flow.ds
     t_switch = min(dt_max / ds, flow.t_end)
     rec = lambda t_min: Recorder("log", num=40, t_min=t_min, stats={"o": _stats},  # noqa: E731
-                                 snapshot=cfg.snapshot)
-    # phase 1: both systems, log-time
-    r1 = simulate(P, data, replace(flow, lam=(0.0, lam), stepping="log", t_end=t_switch, dt_max=None),
-                  recorder=rec(min(1e-2, t_switch / 10)), seed=ctx.seed, progress=ctx.progress,
+                                 snapshot=c0.snapshot)
+    # phase 1: every system, log-time
+    r1 = simulate(P, _pick(sys_data, list(range(2 * N))),
+                  replace(flow, lam=(0.0, lam) * N, stepping="log", t_end=t_switch, dt_max=None),
+                  recorder=rec(min(1e-2, t_switch / 10)), seed=seeds[0], progress=ctx.progress,
                   checkpoint=ctx.checkpoint("checkpoint-phase1.pt"),
                   checkpoint_every=ctx.checkpoint_every)
-    hist = split_history(r1.history, 2)
-    snaps = [_snaps(r1.snapshots, s) for s in (0, 1)]
-    finals = [r1.particles.select(0), r1.particles.select(1)]
-    t_final = [t_switch, t_switch]
-    steps = [r1.steps, r1.steps]
+    hist = split_history(r1.history, 2 * N)
+    snaps = [_snaps(r1.snapshots, q) for q in range(2 * N)]
+    finals = [r1.particles.select(q) for q in range(2 * N)]
+    t_final = [t_switch] * 2
+    steps = [r1.steps] * 2
     # phase 2: lambda = 0 in log-time, lambda > 0 with the fixed step dt_max (one checkpoint each)
-    ends = (flow.t_end, max(t_switch, min(flow.t_end, cfg.lam_t / lam)))
+    ends = (flow.t_end, max(t_switch, min(flow.t_end, c0.lam_t / lam)))
     for s, lam_s, stepping in ((0, 0.0, "log"), (1, lam, "fixed")):
         span = ends[s] - t_switch
         if span <= 0:
             continue
-        r2 = simulate(finals[s], data, replace(flow, lam=lam_s, stepping=stepping, dt=dt_max,
-                                               t_end=span, dt_max=None),
-                      recorder=rec(span / 300), seed=ctx.seed, progress=ctx.progress,
+        idx = list(range(s, 2 * N, 2))
+        r2 = simulate(stack_particles([finals[q] for q in idx]), _pick(sys_data, idx),
+                      replace(flow, lam=lam_s, stepping=stepping, dt=dt_max, t_end=span,
+                              dt_max=None),
+                      recorder=rec(span / 300), seed=seeds[0], progress=ctx.progress,
                       checkpoint=ctx.checkpoint(f"checkpoint-phase2-{TAGS[s]}.pt"),
                       checkpoint_every=ctx.checkpoint_every)
-        hist[s] += _shift(r2.history[1:], t_switch, s)
-        snaps[s] += _snaps(r2.snapshots[1:], 0, t_switch)
-        finals[s], t_final[s], steps[s] = r2.particles, t_switch + r2.t, steps[s] + r2.steps
-    p = data.p.tolist()
-    law = math.log(p[2] / (2 * p[0]))
-    summary: dict = {}
-    for s, tag in enumerate(TAGS):
-        last = hist[s][-1]
-        summary.update({f"gap_{tag}": last["gap"], f"f_minus1_{tag}": last["f_minus1"],
-                        f"f_0_{tag}": last["f_0"], f"f_1_{tag}": last["f_1"],
-                        f"norm_l2_{tag}": last["norm_l2"], f"gap_over_norm_{tag}":
-                        last["gap"] / last["norm_l2"], f"risk_{tag}": last["risk"],
-                        f"t_end_{tag}": t_final[s], f"steps_{tag}": steps[s]})
-    summary.update({"lam": lam, "frozen_feature_law": law, "p1": p[0], "p2": p[1], "p3": p[2],
-                    "m": cfg.m})
-    save_snapshots(ctx, dict(zip(TAGS, snaps)))
-    return ExperimentResult(summary, hist[0] + hist[1], stack_particles(finals),
-                            extra={"snapshots": dict(zip(TAGS, snaps)), "law": law})
+        h2 = split_history(r2.history, N)
+        for i, q in enumerate(idx):
+            hist[q] += _shift(h2[i][1:], t_switch, q)
+            snaps[q] += _snaps(r2.snapshots[1:], i, t_switch)
+            finals[q] = r2.particles.select(i) if N > 1 else r2.particles
+        t_final[s], steps[s] = t_switch + r2.t, steps[s] + r2.steps
+    out = []
+    for i, c in enumerate(cfgs):
+        h = [_renumber(hist[2 * i + s], s) for s in (0, 1)]
+        p = data[i].p.tolist()
+        law = math.log(p[2] / (2 * p[0]))
+        summary: dict = {}
+        for s, tag in enumerate(TAGS):
+            last = h[s][-1]
+            summary.update({f"gap_{tag}": last["gap"], f"f_minus1_{tag}": last["f_minus1"],
+                            f"f_0_{tag}": last["f_0"], f"f_1_{tag}": last["f_1"],
+                            f"norm_l2_{tag}": last["norm_l2"], f"gap_over_norm_{tag}":
+                            last["gap"] / last["norm_l2"], f"risk_{tag}": last["risk"],
+                            f"t_end_{tag}": t_final[s], f"steps_{tag}": steps[s]})
+        summary.update({"lam": lam, "frozen_feature_law": law, "p1": p[0], "p2": p[1], "p3": p[2],
+                        "m": c.m})
+        sn = dict(zip(TAGS, (snaps[2 * i], snaps[2 * i + 1])))
+        out.append(ExperimentResult(summary, h[0] + h[1],
+                                    stack_particles([finals[2 * i], finals[2 * i + 1]]),
+                                    extra={"snapshots": sn, "law": law}))
+    return out
+
+
+def run(cfg: ThreeAtomsReluConfig, ctx: RunContext) -> ExperimentResult:
+    res = run_batch([cfg], [ctx.seed], ctx)[0]
+    save_snapshots(ctx, res.extra["snapshots"])
+    return res
 
 
 def plot(run) -> list[str]:
@@ -217,6 +263,8 @@ EXPERIMENT = Experiment(
                 "lambda > 0: f(1)-f(-1) against time (open case of docs/science.md §3.2; no theory claimed)",
     config=ThreeAtomsReluConfig,
     run=run,
+    run_batch=run_batch,
+    batch_keys=BATCH_KEYS,
     plot=plot,
     small={"m": 100, "flow.t_end": 1e3, "flow.lam": 1e-2, "lam_t": 5.0, "snapshot": 20},
     science=Science(
