@@ -20,6 +20,9 @@ from .study.experiment import Theory
 
 __all__ = ["Theory", "THEORIES", "register_theory", "get_theory", "plot_phase", "plot_sweep"]
 
+#: face colour of cells with no finite value (the diverging maps are white at the threshold)
+UNDEFINED_FACE = "0.82"
+
 
 def _load_user_theories() -> None:
     return None
@@ -249,6 +252,15 @@ def plot_phase(results, x: str, y: Optional[str], metric: str, *, threshold: Opt
             handles.append(Patch(fill=False, hatch="///" if hatched else None, edgecolor="0.2",
                                  label=f"hatched: seed std > {spread:.0%} of colour range"
                                        + ("" if hatched else " (none)")))
+        undefined = sum(1 for i in range(len(ys)) for j in range(len(xs))
+                        if not math.isfinite(mean[i][j]) and (xs[j], ys[i]) not in failed)
+        if undefined:
+            # masked cells show the axes' face: grey, so they cannot be read as "at the threshold"
+            # (the diverging map is white there)
+            ax.set_facecolor(UNDEFINED_FACE)
+            handles.append(Patch(facecolor=UNDEFINED_FACE, edgecolor="0.5",
+                                 label=f"grey: {metric} undefined (not finite) at every seed "
+                                       f"({undefined} cell{'s' if undefined != 1 else ''})"))
     for key in failed:
         ax.plot(key[0], key[1] if y else 0, "x", color="0.3", ms=7)
     if failed:

@@ -231,3 +231,28 @@ def test_a_theory_without_a_boundary_in_the_panel_says_what_it_predicts(sign, sa
     plot_phase(rows, "a", "b", "stat", threshold=0.3, theory=th, ax=ax)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(says in t for t in labels), labels
+
+
+def test_undefined_cells_are_grey_and_named_in_the_legend():
+    """A cell whose statistic is NaN at every seed is not a failure and must not read as 'at the
+    threshold' (the diverging map is white there): grey face, one legend line with the count."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.colors as mcolors
+    from matplotlib.figure import Figure
+    from meanfield.phase import UNDEFINED_FACE, plot_phase
+    rows = [{"a": a, "b": b, "stat": float("nan") if (a, b) == (1.0, 0.1) else 0.1 * a + b,
+             "seed": s} for a in (1.0, 2.0, 3.0) for b in (0.1, 0.2) for s in (0, 1)]
+    rows.append({"a": 3.0, "b": 0.2, "stat": None, "seed": 2, "status": "failed"})
+    ax = Figure().subplots()
+    plot_phase(rows, "a", "b", "stat", threshold=0.3, ax=ax)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    grey = [t for t in labels if t.startswith("grey")]
+    assert grey == ["grey: stat undefined (not finite) at every seed (1 cell)"], labels
+    assert mcolors.to_hex(ax.get_facecolor()) == mcolors.to_hex(UNDEFINED_FACE)
+    # all defined: no grey line, the face stays white
+    ax2 = Figure().subplots()
+    plot_phase([dict(r, stat=0.5) if r["stat"] != r["stat"] else r for r in rows[:-1]], "a", "b",
+               "stat", threshold=0.3, ax=ax2)
+    assert not [t.get_text() for t in ax2.get_legend().get_texts() if t.get_text().startswith("grey")]
+    assert mcolors.to_hex(ax2.get_facecolor()) == "#ffffff"
