@@ -4,7 +4,7 @@ The deep UFM with ReLU and MSE, weight decay λ on every layer, swept over λ / 
 weight decay relative to where the DNC optimum vanishes) and K, at depth L = 2, 3 and 4.
 Statistic: the relative gap between the best objective found from random starts and the
 closed-form DNC objective; DNC beaten below −10⁻³. Points whose best start neither reached the
-gradient-norm tolerance nor beat DNC are blank (inconclusive).
+gradient-norm tolerance nor beat DNC are grey (inconclusive).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _FIX = sizes({"max_iter": 600}, {"max_iter": 800},
 
 
 def _panel(L: int) -> Panel:
-    return Panel(f"L{L}", "deep_ufm", f"L = {L} layers (blank: not converged and DNC not beaten)",
+    return Panel(f"L{L}", "deep_ufm", f"L = {L} layers (grey: not converged and DNC not beaten)",
                  "lam_frac", "num_classes", _GRID, {k: dict(v, layers=L) for k, v in _FIX.items()},
                  theory="reference:deep_ufm", logx=True)
 
@@ -33,7 +33,7 @@ DEEP_UFM = AtlasEntry(
     "bounded regime (weight decay λ on every layer and on H₁): the relative gap (objective "
     "found − DNC objective) / DNC objective, the best of the random starts minimised by L-BFGS "
     "against the closed-form minimum over the DNC family; collapsed (DNC not beaten) when above "
-    "−10⁻³ (a lower objective anywhere, converged or not, proves DNC is not optimal); blank "
+    "−10⁻³ (a lower objective anywhere, converged or not, proves DNC is not optimal); grey "
     "where the best start neither reached the gradient tolerance 10⁻⁵ nor beat DNC",
     "the dashed line K = 2.5 (drawn only where L ≥ 3) is a reference, not a claim: our reading "
     "of Súkeník et al. 2024 ('beyond two layers or two classes DNC stops being optimal'); the "

@@ -122,7 +122,7 @@ UFM = AtlasEntry(
     "the dashed line K·√(n λ_W λ_H) = 1 is the theorem (Zhu et al. 2021; docs/science.md §3.5)",
     (Panel("sweep", "ufm_collapse", "‖W‖_F at the optimum", "lam_w", "lam_h", _UFM_GRID, _UFM_FIX,
            logx=True, logy=True),
-     Panel("sweep", "ufm_collapse", "NC2: ETF distance of W (blank: W = 0)", "lam_w", "lam_h",
+     Panel("sweep", "ufm_collapse", "NC2: ETF distance of W (grey: W = 0)", "lam_w", "lam_h",
            _UFM_GRID, _UFM_FIX, metric="nc2_etf_w", threshold=1e-3, collapsed_below=True,
            logx=True, logy=True)),
     sizes(1, 3, 3))

@@ -33,7 +33,7 @@ IMBALANCE = AtlasEntry(
     "bounded regime (weight decay or norm budgets): the largest cosine between two minority "
     "classifiers w_b (rows of W; mean-field: the outer-weight columns a[:, b]), at the global "
     "optimum (UFM, LPM) or after a fixed training budget (mixtures); collapsed (minority collapse: "
-    "the minority classifiers coincide) when above 0.999; blank where the optimum is W = 0 or has "
+    "the minority classifiers coincide) when above 0.999; grey where the optimum is W = 0 or has "
     "every minority classifier at 0 (below 1e-3 of the longest row: collapsed too, but without "
     "directions to compare)",
     "on the UFM panel the dashed line λ = √n_B / N (N = K_A n_A + K_B n_B) is the sharp threshold "
@@ -41,12 +41,12 @@ IMBALANCE = AtlasEntry(
     "statement we could not retrieve, so it is our derivation, checked against the convex "
     "program); on the layer-peeled panels no line is drawn: Fang et al. (PNAS 2021) prove "
     "collapse only as n_A / n_B → ∞; nor on the mixture panels (no theorem for trained nets)",
-    (Panel("ufm", "imbalance_ufm", "UFM, CE + weight decay (L-BFGS, float64)\nblank: W = 0 or all minority w_b = 0",
+    (Panel("ufm", "imbalance_ufm", "UFM, CE + weight decay (L-BFGS, float64)\ngrey: W = 0 or all minority w_b = 0",
            "ratio", "lam", _UFM_GRID, _OPT, logx=True, logy=True),
-     Panel("lpm_sdp", "imbalance_lpm", "layer-peeled model: Fang et al.'s SDP (cvxpy, Clarabel)\nblank: minority w_b = 0",
+     Panel("lpm_sdp", "imbalance_lpm", "layer-peeled model: Fang et al.'s SDP (cvxpy, Clarabel)\ngrey: minority w_b = 0",
            "ratio", "E", _LPM_GRID, sizes({"method": "sdp"}, {"method": "sdp"}, {"method": "sdp"}),
            logx=True, logy=True),
-     Panel("lpm_opt", "imbalance_lpm", "layer-peeled model optimised (L-BFGS on the norm spheres)\nblank: minority w_b = 0",
+     Panel("lpm_opt", "imbalance_lpm", "layer-peeled model optimised (L-BFGS on the norm spheres)\ngrey: minority w_b = 0",
            "ratio", "E", _LPM_GRID, {k: dict(v, method="optimised") for k, v in _OPT.items()},
            logx=True, logy=True),
      Panel("mix_meanfield", "imbalance_mixture", "mean-field two-layer ReLU on a Gaussian mixture "

@@ -14,7 +14,7 @@ L-BFGS (float64) until the gradient norm is below ``tol_grad``; the best is kept
   was found (DNC is not optimal there; that gradient descent finds it is the empirical part);
 - ``rel_gap_checked``: ``rel_gap`` where the best start converged (gradient norm <= tol_grad)
   or where it beat DNC anyway (any parameters with a lower objective prove DNC is not optimal,
-  converged or not); NaN where it neither converged nor beat DNC (inconclusive: drawn blank);
+  converged or not); NaN where it neither converged nor beat DNC (inconclusive: drawn grey);
 - ``rank_1`` ... ``rank_L``: numerical rank (singular values above ``rank_rtol`` times the
   largest) of the features ``H_l`` of every layer; ``min_rank`` the smallest,
   ``rank_deficit`` = K - min_rank (0 at DNC, K at the zero solution);
