@@ -195,10 +195,33 @@ def test_dense_chunking_does_not_change_results(k):
     gg = torch.randn(B, n, k, generator=g, dtype=torch.float64)
     act = get_activation("tanh")
     small, big = DenseBackend(budget=40), DenseBackend(budget=2 ** 30)
-    assert small._chunks(B, m, n) != big._chunks(B, m, n)
+    assert small._chunks(B, m, n, d) != big._chunks(B, m, n, d)
     assert torch.allclose(small.outputs(act, a, w, b, X), big.outputs(act, a, w, b, X), rtol=1e-12, atol=1e-14)
     for u, v in zip(small.velocities(act, a, w, b, X, gg), big.velocities(act, a, w, b, X, gg)):
         assert torch.allclose(u, v, rtol=1e-12, atol=1e-14)
+
+
+def test_dense_large_d_uses_its_own_chunk_budget_with_the_same_results():
+    """At d >= large_d the chunks follow budget_large_d (larger row blocks for the two matrix
+    products); below it, budget. The numbers do not depend on the chunking."""
+    from meanfield.activations import get_activation
+    from meanfield.backends.dense import DenseBackend
+    be = DenseBackend(budget=64, budget_large_d=512, large_d=16)
+    assert be._chunks(1, 100, 10, 15) == (6, 10)      # budget 64: 6 rows of 10 samples
+    assert be._chunks(1, 100, 10, 16) == (51, 10)     # budget_large_d 512: 51 rows
+    g = torch.Generator().manual_seed(2)
+    B, m, n, d = 2, 57, 13, 20
+    a, w = torch.randn(B, m, 1, generator=g, dtype=torch.float64), torch.randn(B, m, d, generator=g, dtype=torch.float64)
+    b, X = torch.randn(B, m, generator=g, dtype=torch.float64), torch.randn(1, n, d, generator=g, dtype=torch.float64)
+    weights = lambda f: torch.cos(2 * f)  # noqa: E731
+    act = get_activation("relu")
+    ref = DenseBackend(budget=2 ** 30)
+    f0, v0 = ref.outputs_velocities(act, a, w, b, X, weights)
+    for be2 in (be, DenseBackend(budget=64, budget_large_d=64, large_d=16)):
+        f, v = be2.outputs_velocities(act, a, w, b, X, weights)
+        assert torch.allclose(f, f0, rtol=1e-12, atol=1e-14)
+        for u, u0 in zip(v, v0):
+            assert torch.allclose(u, u0, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("k,inner,budget", [(1, True, 2 ** 20), (3, True, 40), (2, False, 2 ** 20)])

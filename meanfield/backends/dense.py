@@ -26,14 +26,22 @@ class DenseBackend:
             once per step instead of twice; otherwise it computes them again (default 512 MB).
         hold_min_d: the smallest input dimension at which the pre-activations are kept: below
             it, computing w x again costs less than reading it back from memory (default 8).
+        budget_large_d: the chunk budget at input dimensions d >= ``large_d`` (default 2**23,
+            d >= 512), where the step is two matrix products and larger row blocks run them
+            faster: one relu step at m = 1e4, n = 5000, d = 784 (2-core EPYC, float32) took 1.39 s
+            at 2**20, 1.27 s at 2**22, 1.23 s at 2**23 and 1.40 s at 2**24 (the autograd baseline
+            1.38 s); at d = 32, 64, 128 and 256 2**20 was fastest (2**23: 1.0-1.5x slower).
     """
 
     name = "dense"
 
-    def __init__(self, budget: int = 2 ** 20, hold_bytes: int = 2 ** 29, hold_min_d: int = 8):
+    def __init__(self, budget: int = 2 ** 20, hold_bytes: int = 2 ** 29, hold_min_d: int = 8,
+                 budget_large_d: int = 2 ** 23, large_d: int = 512):
         self.budget = int(budget)
         self.hold_bytes = int(hold_bytes)
         self.hold_min_d = int(hold_min_d)
+        self.budget_large_d = int(budget_large_d)
+        self.large_d = int(large_d)
 
     def available(self) -> bool:
         return True
@@ -41,9 +49,10 @@ class DenseBackend:
     def supports(self, act: Activation, device: torch.device) -> bool:
         return True
 
-    def _chunks(self, B: int, m: int, n: int) -> tuple[int, int]:
-        nc = max(1, min(n, self.budget // max(B, 1)))
-        mc = max(1, min(m, self.budget // max(B * nc, 1)))
+    def _chunks(self, B: int, m: int, n: int, d: int) -> tuple[int, int]:
+        budget = self.budget_large_d if d >= self.large_d else self.budget
+        nc = max(1, min(n, budget // max(B, 1)))
+        mc = max(1, min(m, budget // max(B * nc, 1)))
         return mc, nc
 
     def outputs(self, act: Activation, a: Tensor, w: Tensor, b: Tensor, X: Tensor) -> Tensor:
@@ -54,7 +63,7 @@ class DenseBackend:
     def _outputs(self, act, a, w, b, X, keep: Optional[list]) -> Tensor:
         B, m, k = a.shape
         n, d = X.shape[1], X.shape[2]
-        mc, nc = self._chunks(B, m, n)
+        mc, nc = self._chunks(B, m, n, d)
         f = a.new_zeros(B, n, k)
         for j0 in range(0, n, nc):
             XcT = X[:, j0:j0 + nc].transpose(1, 2).expand(B, d, -1)
@@ -83,7 +92,7 @@ class DenseBackend:
         """
         check_operands(a, w, b, X)
         B, m, n, d = a.shape[0], a.shape[1], X.shape[1], X.shape[2]
-        hold = (d >= self.hold_min_d and self._chunks(B, m, n)[1] == n
+        hold = (d >= self.hold_min_d and self._chunks(B, m, n, d)[1] == n
                 and B * m * n * a.element_size() <= self.hold_bytes)
         kept: Optional[list] = [] if hold else None
         f = self._outputs(act, a, w, b, X, kept)
@@ -100,7 +109,7 @@ class DenseBackend:
     def _velocities(self, act, a, w, b, X, g, inner: bool, kept: Optional[list]):
         B, m, k = a.shape
         n, d = X.shape[1], X.shape[2]
-        mc, nc = self._chunks(B, m, n)
+        mc, nc = self._chunks(B, m, n, d)
         va = a.new_zeros(B, m, k)
         vw = a.new_zeros(B, m, d) if inner else None
         vb = a.new_zeros(B, m) if inner else None
