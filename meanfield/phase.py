@@ -290,13 +290,17 @@ def plot_phase(results, x: str, y: Optional[str], metric: str, *, threshold: Opt
 
 
 def _grid_ticks(axis, vals, log: bool) -> None:
-    """On a log axis over a short range, tick the grid values themselves (plain numbers)."""
+    """On a log axis over a short range, tick the grid values themselves (plain numbers, three
+    significant digits; beyond six values every other one is labelled, so the labels never overlap)."""
     if not log or not vals or len(vals) > 12 or max(vals) / min(vals) > 1e3:
         return
-    from matplotlib.ticker import FixedLocator, NullLocator
-    axis.set_major_locator(FixedLocator(list(vals)))
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+    vals = sorted(vals)
+    step = math.ceil(len(vals) / 6)
+    axis.set_major_locator(FixedLocator(vals))
     axis.set_minor_locator(NullLocator())
-    axis.set_major_formatter(lambda v, _pos: f"{v:g}")
+    axis.set_major_formatter(FixedFormatter([f"{v:.3g}" if i % step == 0 else ""
+                                             for i, v in enumerate(vals)]))
 
 
 def _line(ax, xs, m, s, threshold, side, handles, Line2D):

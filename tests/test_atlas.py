@@ -256,3 +256,24 @@ def test_undefined_cells_are_grey_and_named_in_the_legend():
                "stat", threshold=0.3, ax=ax2)
     assert not [t.get_text() for t in ax2.get_legend().get_texts() if t.get_text().startswith("grey")]
     assert mcolors.to_hex(ax2.get_facecolor()) == "#ffffff"
+
+
+def test_log_grid_ticks_are_short_and_do_not_crowd():
+    """12 log-spaced grid values (the default atlas resolution) were each labelled with six digits
+    ("0.342508"), overlapping; now three significant digits, every other value labelled."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.figure import Figure
+    from meanfield.phase import plot_phase
+    xs = [float(v) for v in np.geomspace(0.25, 8, 12)]
+    rows = [{"a": a, "b": b, "stat": a * b, "seed": 0} for a in xs for b in (1.0, 2.0)]
+    fig = Figure()
+    ax = fig.subplots()
+    plot_phase(rows, "a", "b", "stat", threshold=1.0, ax=ax, logx=True)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    shown = [t for t in labels if t]
+    assert len(labels) == 12 and 3 <= len(shown) <= 6, labels
+    assert all(len(t) <= 5 for t in shown), shown
+    assert shown[0] == "0.25"
