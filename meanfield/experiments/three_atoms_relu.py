@@ -100,10 +100,6 @@ def _check(cfg: ThreeAtomsReluConfig) -> None:
         raise ValueError("flow.dt_max must be set: it is the step at which the stepping switches")
 
 
-def _select(P: Particles, idx: list):
-    return stack_particles([P.select(i) for i in idx])
-
-
 def _pick(data: list, idx: list):
     return data[idx[0]] if len(idx) == 1 else [data[i] for i in idx]
 
