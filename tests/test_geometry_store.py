@@ -86,3 +86,17 @@ def test_switched_off_writes_nothing(cache, monkeypatch):
 def test_geometry_from_dict_names_the_problem():
     with pytest.raises(ValueError, match="not a class geometry"):
         geometry_from_dict({"pairs": "x"})
+
+
+def test_only_features_fixed_by_their_description_are_cached(monkeypatch):
+    """A user's folder or weights file may change under the same name: never cached (the backbone
+    cache and the geometry cache share this rule and the off switch)."""
+    from meanfield.cache import results_cache_on
+    from meanfield.data.features import fixed_by_description
+    assert fixed_by_description(source="digits", layer=2)
+    assert not fixed_by_description(source="mnist", folder="/data/mnist")
+    assert not fixed_by_description(source="digits", backbone_file="w.pt")
+    monkeypatch.setenv("MEANFIELD_BACKBONE_CACHE", "0")
+    assert not results_cache_on()
+    monkeypatch.setenv("MEANFIELD_BACKBONE_CACHE", "1")
+    assert results_cache_on()

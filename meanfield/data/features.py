@@ -257,6 +257,13 @@ def _backbone_cached(key: tuple) -> tuple:
 _DISK_VERSION = 1
 
 
+def fixed_by_description(folder: str = "", backbone_file: str = "", **_) -> bool:
+    """True when :func:`features`' parameters fix the features (so results computed from them may
+    be cached under their description): False for data read from a user's folder or weights from
+    a user's file, which may change under the same name."""
+    return not folder and not backbone_file
+
+
 def _disk_path(key: tuple) -> Optional[Path]:
     """Where a trained backbone of this description is cached across processes (sweep workers,
     the atlas's later plot), or None: caching off (``MEANFIELD_BACKBONE_CACHE=0``), or data read
@@ -264,10 +271,9 @@ def _disk_path(key: tuple) -> Optional[Path]:
     ``$MEANFIELD_CACHE_DIR/backbones`` (default ``~/.cache/meanfield/backbones``); the file name
     hashes every parameter, the torch version and this module's cache version."""
     import hashlib
-    import os
-    if os.environ.get("MEANFIELD_BACKBONE_CACHE", "1") == "0" or key[1]:
+    from ..cache import cache_dir, results_cache_on
+    if not results_cache_on() or not fixed_by_description(folder=key[1]):
         return None
-    from ..cache import cache_dir
     h = hashlib.sha1(repr((key, torch.__version__, _DISK_VERSION)).encode()).hexdigest()[:20]
     return cache_dir("backbones") / f"{h}.pt"
 

@@ -100,13 +100,14 @@ def geometry_of(data: DataSpec):
     """The class geometry (:class:`meanfield.geometry.ClassGeometry`) of a features distribution
     and the feature dimension; kept on disk (:mod:`meanfield.geometry.store`) unless the features
     come from a user's folder or backbone file, which may change under the same name."""
+    from ..data.features import fixed_by_description
     from ..geometry import class_geometry
     from ..geometry.store import cached_geometry
 
     def compute():
         s = data.build().sample()
         return class_geometry(s.X.numpy(), s.y.numpy(), weights=s.p.numpy()), s.d
-    if data.kwargs.get("folder") or data.kwargs.get("backbone_file"):
+    if not fixed_by_description(**data.kwargs):
         return compute()
     return cached_geometry(repr(data), compute)
 
@@ -239,7 +240,6 @@ class GeometricLine:
                                                   else "unbounded")
         return v
 
-    @functools.lru_cache(maxsize=256)
     def _value(self, spec: DataSpec, regime: str) -> float:
         g, _ = geometry_of(spec)
         return -1.0 if predict_collapse(g, self.activation, regime).collapse else 1.0

@@ -104,10 +104,6 @@ def _pick(data: list, idx: list):
     return data[idx[0]] if len(idx) == 1 else [data[i] for i in idx]
 
 
-def _renumber(rows: list, system: int) -> list:
-    return [{**r, "system": system} for r in rows]
-
-
 def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
     """Configurations (differing only in BATCH_KEYS) and seeds as one batched flow per phase.
 
@@ -162,7 +158,7 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
         t_final[s], steps[s] = t_switch + r2.t, steps[s] + r2.steps
     out = []
     for i, c in enumerate(cfgs):
-        h = [_renumber(hist[2 * i + s], s) for s in (0, 1)]
+        h = [_shift(hist[2 * i + s], 0.0, s) for s in (0, 1)]      # system ids 0, 1 per point
         p = data[i].p.tolist()
         law = math.log(p[2] / (2 * p[0]))
         summary: dict = {}

@@ -6,22 +6,21 @@ backbone layers; :func:`cached_geometry` computes each once per machine and keep
 (numbers only: reading one runs no code). A file that cannot be read or does not describe a
 geometry is recomputed and replaced; the file name hashes the description, a version and the
 source of the modules that compute it, so a change of the LPs never reads an old result.
+``MEANFIELD_BACKBONE_CACHE=0`` (:func:`meanfield.cache.results_cache_on`) turns it off.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
 from .classes import ClassGeometry, PairGeometry
 
-__all__ = ["geometry_to_dict", "geometry_from_dict", "cached_geometry", "CACHE_ENV"]
+__all__ = ["geometry_to_dict", "geometry_from_dict", "cached_geometry"]
 
-#: set to 0 to switch the disk cache off (shared with the backbone cache)
-CACHE_ENV = "MEANFIELD_BACKBONE_CACHE"
 _VERSION = 1
 _PAIR_FIELDS = ("a", "b", "hulls_intersect", "separable", "margin", "frac_a_in_b", "frac_b_in_a",
                 "verdict")
@@ -57,6 +56,7 @@ def geometry_from_dict(d: dict) -> ClassGeometry:
         raise ValueError(f"not a class geometry: {e}") from None
 
 
+@functools.lru_cache(maxsize=1)
 def _code_hash() -> str:
     """Hash of the sources that compute a features geometry (the LPs and the features)."""
     from ..data import features
@@ -68,9 +68,9 @@ def _code_hash() -> str:
 
 
 def _path(description: str) -> Optional[Path]:
-    if os.environ.get(CACHE_ENV, "1") == "0":
+    from ..cache import cache_dir, results_cache_on
+    if not results_cache_on():
         return None
-    from ..cache import cache_dir
     import torch
     key = repr((description, torch.__version__, _VERSION, _code_hash()))
     return cache_dir("geometry") / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.json"
