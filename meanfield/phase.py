@@ -230,7 +230,8 @@ def plot_phase(results, x: str, y: Optional[str], metric: str, *, threshold: Opt
                     cb.ax.text(0.5, yy, txt, transform=cb.ax.transAxes, rotation=90, va=va,
                                ha="center", fontsize=7, bbox=dict(fc="white", ec="none", pad=1))
         if threshold is not None and len(xs) > 1 and len(ys) > 1 and min(finite) < threshold < max(finite):
-            ax.contour(xs, ys, Z, levels=[threshold], colors="k", linewidths=1.8)
+            ax.contour(xs, ys, Z, levels=[threshold], colors="k", linewidths=1.8,
+                       linestyles="solid")  # matplotlib dashes negative levels by default
             handles.append(Line2D([], [], color="k", lw=1.8,
                                   label=f"measured: {metric} = {threshold:g} (collapsed on the blue side)"))
         if metric.startswith("|") and len(xs) > 1 and len(ys) > 1:

@@ -277,3 +277,19 @@ def test_log_grid_ticks_are_short_and_do_not_crowd():
     assert len(labels) == 12 and 3 <= len(shown) <= 6, labels
     assert all(len(t) <= 5 for t in shown), shown
     assert shown[0] == "0.25"
+
+
+def test_measured_boundary_is_solid_at_a_negative_threshold():
+    """matplotlib dashes negative contour levels by default, so a measured boundary at -1e-3 (the
+    deep_ufm panels) looked like the dashed theory line; it must stay solid."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from meanfield.phase import plot_phase
+    rows = [{"a": a, "b": b, "stat": a - 2.0 + 0.1 * b, "seed": 0} for a in (1.0, 2.0, 3.0)
+            for b in (1.0, 2.0, 3.0)]
+    ax = Figure().subplots()
+    plot_phase(rows, "a", "b", "stat", threshold=-1e-3, collapsed_below=False, ax=ax)
+    (cs,) = [c for c in ax.collections if hasattr(c, "levels")]
+    assert list(cs.levels) == [-1e-3]
+    assert all(ls[1] is None for ls in cs.get_linestyles()), cs.get_linestyles()
