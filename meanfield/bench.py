@@ -39,6 +39,12 @@ from typing import Optional, Sequence
 
 __all__ = ["run_bench", "run_batched", "machine", "main", "DEFAULT_GRID", "FULL_GRID"]
 
+#: Seconds of timed steps per measurement at least (short steps are repeated until then): the
+#: best of a few 10 ms steps is noisy on a shared CPU, the best of 50 is not.
+MIN_TIMED_S = 0.5
+#: Seconds of warm-up steps at the measured size at most (at least one step).
+WARM_S = 0.2
+
 #: (m, n, d, activation): about two minutes on 2 cores with every method.
 DEFAULT_GRID = [
     (10_000, 1_000, 2, "relu"),
@@ -112,13 +118,21 @@ def _problem(m, n, d, act, dtype, device, seed=0, batch=1):
 def _step_backend(name):
     import meanfield as mf
 
+    from meanfield.backends import get_backend
+    from meanfield.flow import _own_threads
+
     cfg = mf.FlowConfig(loss="logistic", backend=name)
+    be = get_backend(name)
 
     def step(parts, data):
-        va, vw, vb = mf.velocity(parts, data, cfg)
-        parts.a.add_(va, alpha=DT)
-        parts.w.add_(vw, alpha=DT)
-        parts.b.add_(vb, alpha=DT)
+        # the thread rule of meanfield.simulate's loop: torch on one thread around numba's own
+        # threads (the update's add_ on two OpenMP threads left them spinning into the next
+        # step's kernels)
+        with _own_threads(be):
+            va, vw, vb = mf.velocity(parts, data, cfg)
+            parts.a.add_(va, alpha=DT)
+            parts.w.add_(vw, alpha=DT)
+            parts.b.add_(vb, alpha=DT)
     return step
 
 
@@ -201,15 +215,20 @@ def _measure(spec: dict) -> dict:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(spec["repeats"] + 1):          # the first is a warm-up at this size
+    times, warm = [], 1
+    # warm-up at this size: one step, or as many as fit in WARM_S (a process's first steps of
+    # 10 ms run 10-30 % slower while the allocator settles); then at least `repeats` steps and
+    # MIN_TIMED_S of them (a 10 ms step timed 3 times read 20 % slow), within the budget
+    while (len(times) < warm + spec["repeats"] or sum(times[warm:]) < MIN_TIMED_S) \
+            and sum(times) <= spec["budget_s"]:
         sync()
         t0 = time.perf_counter()
         step(parts, data)
         sync()
         times.append(time.perf_counter() - t0)
-        if sum(times) > spec["budget_s"]:
-            break
+        if len(times) == warm and sum(times) < WARM_S:
+            warm += 1
+    times = times[warm - 1:]            # times[0] stands for the warm-up below
     t = min(times[1:]) if len(times) > 1 else times[0]
     if device.startswith("cuda"):
         peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
@@ -227,7 +246,7 @@ def _measure_limit(spec: dict) -> dict:
     from meanfield.backends.roofline import fused_limit, gemm_limit
     m, n, d = spec["m"], spec["n"], spec["d"]
     if spec["method"] == "limit_fused":
-        r = fused_limit(m, n, repeats=spec["repeats"] + 2)
+        r = fused_limit(m, n, repeats=spec["repeats"] + 2, min_time=MIN_TIMED_S)
         t = r["time_s"]
     else:
         r = gemm_limit(m, n, d, spec["dtype"], repeats=spec["repeats"])

@@ -18,6 +18,7 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
 def rel(x, y):
+    x, y = x.double(), y.double()   # float64 norms: an all-zero float32 y gives 0, not 0/0
     return ((x - y).norm() / y.norm().clamp_min(1e-300)).item()
 
 
@@ -99,6 +100,63 @@ def test_large_blocks_and_tiles(nb, dtype):
         assert rel(nb.outputs(act, a, w, b, X), de.outputs(act, a, w, b, X)) < TOL[dtype]
         for x, y in zip(nb.velocities(act, a, w, b, X, g), de.velocities(act, a, w, b, X, g)):
             assert rel(x, y) < TOL[dtype]
+
+
+def _shifted_relu(dt):
+    zero, one, c = dt(0), dt(1), dt(0.25)
+    return (lambda z: max(z - c, zero)), (lambda z: one if z > c else zero)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "shifted"])
+def test_register_blocked_paths_at_low_d_k1(nb, act, dtype):
+    """k = 1, d = 1, 2, 3: the register-blocked loops of cheap activations (four samples per
+    output pass, two particles per velocity pass, relu's sum from homogeneity) with every tail:
+    an odd particle tile, n not a multiple of 4, several cache blocks, B = 2."""
+    if act == "shifted":   # cheap but not homogeneous: blocking without the homogeneity sum
+        from meanfield.activations import NumbaKernel
+        register_activation("shifted_relu_test", lambda z: torch.relu(z - 0.25),
+                            lambda z: (z > 0.25).to(z.dtype),
+                            numba=NumbaKernel(_shifted_relu, cheap=True), overwrite=True)
+        act = "shifted_relu_test"
+    de, a_ = get_backend("dense"), get_activation(act)
+    assert a_.numba.cheap
+    for d, m, n in ((1, 37, 23), (2, 4099, 2051), (3, 515, 1030), (2, 3, 1)):
+        a, w, b, X, g = operands(2, 1, m, n, d, 1, dtype, seed=d)
+        assert rel(nb.outputs(a_, a, w, b, X), de.outputs(a_, a, w, b, X)) < TOL[dtype], (d, m, n)
+        for x, y in zip(nb.velocities(a_, a, w, b, X, g), de.velocities(a_, a, w, b, X, g)):
+            assert rel(x, y) < TOL[dtype], (d, m, n)
+
+
+def test_homogeneous_flag_is_checked_at_registration():
+    """homogeneous=True lets the kernels use sigma(z) = z sigma'(z); a false claim is refused."""
+    with pytest.raises(ValueError, match="homogeneous"):
+        register_activation("not_homog_test", torch.tanh, lambda z: 1 - torch.tanh(z) ** 2,
+                            homogeneous=True, overwrite=True)
+    ok = register_activation("leaky2_test", lambda z: torch.where(z > 0, z, 0.2 * z),
+                             lambda z: torch.where(z > 0, 1.0, 0.2).to(z.dtype),
+                             homogeneous=True, overwrite=True)
+    assert ok.homogeneous
+
+
+def test_roofline_kernels_compute_a_relu_step():
+    """The fused limit is only a bar if its kernels do the work: outputs and velocities against
+    float64 numpy, with odd m and n (the kernels' tails)."""
+    import numpy as np
+    from meanfield.backends import roofline
+    f = np.float32
+    for m, n in ((1001, 203), (6, 5)):
+        rng = np.random.default_rng(m)
+        w0, w1, b, a = (rng.standard_normal(m).astype(f) for _ in range(4))
+        x0, x1, g = (rng.standard_normal(n).astype(f) for _ in range(3))
+        out = np.zeros(n, f)
+        va, vw0, vw1, vb = (np.zeros(m, f) for _ in range(4))
+        roofline._outputs(w0, w1, b, a, x0, x1, out, 8)
+        roofline._velocities(w0, w1, b, a, x0, x1, g, va, vw0, vw1, vb)
+        Z = np.outer(w0, x0).astype(np.float64) + np.outer(w1, x1) + b[:, None]
+        U = g[None, :] * (Z > 0)
+        ref = [a @ np.maximum(Z, 0), -(U * Z).sum(1), -a * (U @ x0), -a * (U @ x1), -a * U.sum(1)]
+        for got, want in zip((out, va, vw0, vw1, vb), ref):
+            assert np.abs(got - want).max() < 1e-5 * np.abs(want).max()
 
 
 def test_simulate_numba_equals_dense():

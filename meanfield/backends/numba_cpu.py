@@ -105,8 +105,12 @@ def _blocks(t: Tensor, P: int) -> np.ndarray:
 
 
 def _np(t: Tensor) -> np.ndarray:
-    """A numpy view of a CPU tensor (copies only when not contiguous)."""
-    return t.detach().contiguous().numpy()
+    """A numpy view of a CPU tensor (copies only when not contiguous).
+
+    The copy is numpy's: the velocities kernel ran 1.5x slower (9.9 against 6.8 ms at m = 1e5,
+    n = 1e3, d = 2) on a transposed copy made by torch's ``contiguous()`` than on numpy's.
+    """
+    return np.ascontiguousarray(t.detach().numpy())
 
 
 class NumbaBackend:

@@ -64,7 +64,11 @@ def jit_scalar(pair, cache: bool = False):
     return tuple(f if isinstance(f, disp) else njit(cache, inline="always")(f) for f in pair)
 
 
-#: The kernel source; ``sig``, ``dsig``, ``np`` and ``_njit`` are globals of the module it runs in.
+#: The kernel source; ``sig``, ``dsig``, ``BLOCK`` (the activation's ``numba.cheap``: register
+#: blocking at d <= 3), ``HOMOG`` (``homogeneous``: sigma(z) = z sigma'(z), so the low-d velocity
+#: pass gets sum_j g_j sigma(z_ij) = b_i sb_i + w_i . s_i from the sums it keeps anyway),
+#: ``np`` and ``_njit`` are globals of the module it runs in (numba reads
+#: globals as compile-time constants).
 KERNEL_SOURCE = '''
 @_njit(nogil=True)
 def outputs_kernel(A, W, Bv, X, C, out, dk, kk, m, JT, t0, t1):
@@ -88,7 +92,57 @@ def outputs_kernel(A, W, Bv, X, C, out, dk, kk, m, JT, t0, t1):
             Wp = W[bb, blk]
             Ap = A[bb, blk]
             Bp = Bv[bb, blk]
-            for j in range(j0, j1):
+            jb = j0
+            if BLOCK and K == 1 and D <= 3:
+                # four samples per pass over the block: each particle's (a, w, b) is loaded once
+                # for four outputs (the pass was bound by those loads)
+                jb = j1 - (j1 - j0) % 4
+                for j in range(j0, jb, 4):
+                    xa0 = Xb[0, j]
+                    xa1 = Xb[0, j + 1]
+                    xa2 = Xb[0, j + 2]
+                    xa3 = Xb[0, j + 3]
+                    xb0 = Xb[1 if D > 1 else 0, j]
+                    xb1 = Xb[1 if D > 1 else 0, j + 1]
+                    xb2 = Xb[1 if D > 1 else 0, j + 2]
+                    xb3 = Xb[1 if D > 1 else 0, j + 3]
+                    xc0 = Xb[2 if D > 2 else 0, j]
+                    xc1 = Xb[2 if D > 2 else 0, j + 1]
+                    xc2 = Xb[2 if D > 2 else 0, j + 2]
+                    xc3 = Xb[2 if D > 2 else 0, j + 3]
+                    c0 = zero
+                    c1 = zero
+                    c2 = zero
+                    c3 = zero
+                    for i in range(L):
+                        bi = Bp[i]
+                        ai = Ap[0, i]
+                        u = Wp[0, i]
+                        z0 = bi + u * xa0
+                        z1 = bi + u * xa1
+                        z2 = bi + u * xa2
+                        z3 = bi + u * xa3
+                        if D > 1:
+                            v = Wp[1, i]
+                            z0 += v * xb0
+                            z1 += v * xb1
+                            z2 += v * xb2
+                            z3 += v * xb3
+                        if D > 2:
+                            r = Wp[2, i]
+                            z0 += r * xc0
+                            z1 += r * xc1
+                            z2 += r * xc2
+                            z3 += r * xc3
+                        c0 += ai * sig(z0)
+                        c1 += ai * sig(z1)
+                        c2 += ai * sig(z2)
+                        c3 += ai * sig(z3)
+                    out[bb, j, 0] += c0
+                    out[bb, j + 1, 0] += c1
+                    out[bb, j + 2, 0] += c2
+                    out[bb, j + 3, 0] += c3
+            for j in range(jb, j1):
                 if K == 1:
                     acc = zero
                     for i in range(L):
@@ -143,8 +197,64 @@ def velocities_kernel(A, W, Bv, X, G, C, va, vw, vb, dk, kk, n, IT, inner, t0, t
             Xs = X[bb if Bx > 1 else 0, blk]
             Gs = G[bb, blk]
             if inner and K == 1 and D <= 3:
-                # one fused pass with scalar accumulators (the common low-d case)
-                for i in range(i0, i1):
+                # one fused pass with scalar accumulators (the common low-d case); for d <= 2,
+                # two particles per pass over the block (each sample is loaded once for both)
+                ib = i0
+                if BLOCK and D <= 2:
+                    ib = i1 - (i1 - i0) % 2
+                for i in range(i0, ib, 2):
+                    r = i - i0
+                    p0 = Bb[i]
+                    p1 = Bb[i + 1]
+                    u0 = Wb[0, i]
+                    u1 = Wb[0, i + 1]
+                    v0 = Wb[1 if D > 1 else 0, i]
+                    v1 = Wb[1 if D > 1 else 0, i + 1]
+                    sa0 = zero
+                    sb0 = zero
+                    s00 = zero
+                    s10 = zero
+                    sa1 = zero
+                    sb1 = zero
+                    s01 = zero
+                    s11 = zero
+                    for j in range(L):
+                        x0 = Xs[0, j]
+                        gj = Gs[0, j]
+                        z0 = p0 + u0 * x0
+                        z1 = p1 + u1 * x0
+                        if D > 1:
+                            x1 = Xs[1, j]
+                            z0 += v0 * x1
+                            z1 += v1 * x1
+                        if not HOMOG:
+                            sa0 += gj * sig(z0)
+                            sa1 += gj * sig(z1)
+                        t0_ = gj * dsig(z0)
+                        t1_ = gj * dsig(z1)
+                        sb0 += t0_
+                        sb1 += t1_
+                        s00 += t0_ * x0
+                        s01 += t1_ * x0
+                        if D > 1:
+                            s10 += t0_ * x1
+                            s11 += t1_ * x1
+                    if HOMOG:  # sigma(z) = z sigma'(z): sum_j g sigma = b sb + w . s
+                        sa0 = p0 * sb0 + u0 * s00
+                        sa1 = p1 * sb1 + u1 * s01
+                        if D > 1:
+                            sa0 += v0 * s10
+                            sa1 += v1 * s11
+                    VA[r, 0] -= sa0
+                    VA[r + 1, 0] -= sa1
+                    VB[r] -= Ab[0, i] * sb0
+                    VB[r + 1] -= Ab[0, i + 1] * sb1
+                    VW[r, 0] -= Ab[0, i] * s00
+                    VW[r + 1, 0] -= Ab[0, i + 1] * s01
+                    if D > 1:
+                        VW[r, 1] -= Ab[0, i] * s10
+                        VW[r + 1, 1] -= Ab[0, i + 1] * s11
+                for i in range(ib, i1):
                     r = i - i0
                     bi = Bb[i]
                     ai = Ab[0, i]
@@ -164,7 +274,8 @@ def velocities_kernel(A, W, Bv, X, G, C, va, vw, vb, dk, kk, n, IT, inner, t0, t
                         if D > 2:
                             z += w2 * Xs[2, j]
                         gj = Gs[0, j]
-                        sa += gj * sig(z)
+                        if not HOMOG:
+                            sa += gj * sig(z)
                         t = gj * dsig(z)
                         sb += t
                         s0 += t * x0
@@ -172,6 +283,12 @@ def velocities_kernel(A, W, Bv, X, G, C, va, vw, vb, dk, kk, n, IT, inner, t0, t
                             s1 += t * Xs[1, j]
                         if D > 2:
                             s2 += t * Xs[2, j]
+                    if HOMOG:
+                        sa = bi * sb + w0 * s0
+                        if D > 1:
+                            sa += w1 * s1
+                        if D > 2:
+                            sa += w2 * s2
                     VA[r, 0] -= sa
                     VB[r] -= ai * sb
                     VW[r, 0] -= ai * s0
@@ -232,7 +349,7 @@ def _source_hash(act) -> str:
             h.update(inspect.getsource(obj).encode())
         except (OSError, TypeError):  # pragma: no cover - no source: still unique per process
             h.update(repr(obj).encode())
-    h.update(numba.__version__.encode())
+    h.update(f"{numba.__version__} cheap={act.numba.cheap} homog={act.homogeneous}".encode())
     return h.hexdigest()[:12]
 
 
@@ -242,6 +359,8 @@ from meanfield.activations import get_activation
 from meanfield.backends.numba_kernels import jit_scalar, njit
 
 sig, dsig = jit_scalar(get_activation({name!r}).numba.make(np.{dtype}), cache=True)
+BLOCK = {block!r}
+HOMOG = {homog!r}
 
 
 def _njit(**kw):
@@ -264,7 +383,9 @@ def build_kernels(act, np_dtype):
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(_MODULE.format(name=act.name, dtype=dtype) + KERNEL_SOURCE)
+                tmp.write_text(_MODULE.format(name=act.name, dtype=dtype, block=bool(act.numba.cheap),
+                                            homog=bool(act.homogeneous))
+                               + KERNEL_SOURCE)
                 os.replace(tmp, path)
             spec = importlib.util.spec_from_file_location(name, path)
             mod = importlib.util.module_from_spec(spec)
@@ -274,6 +395,8 @@ def build_kernels(act, np_dtype):
         except OSError:  # pragma: no cover - read-only home: compile without the disk cache
             pass
     sig, dsig = jit_scalar(act.numba.make(np_dtype))
-    env = {"np": np, "sig": sig, "dsig": dsig, "_njit": lambda **kw: njit(False, **kw)}
+    env = {"np": np, "sig": sig, "dsig": dsig, "BLOCK": bool(act.numba.cheap),
+           "HOMOG": bool(act.homogeneous),
+           "_njit": lambda **kw: njit(False, **kw)}
     exec(compile(KERNEL_SOURCE, f"<meanfield kernels {act.name}>", "exec"), env)
     return env["outputs_kernel"], env["velocities_kernel"]
