@@ -108,10 +108,11 @@ def _shifted_relu(dt):
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "shifted"])
-def test_register_blocked_paths_at_low_d_k1(nb, act, dtype):
-    """k = 1, d = 1, 2, 3: the register-blocked loops of cheap activations (four samples per
-    output pass, two particles per velocity pass, relu's sum from homogeneity) with every tail:
-    an odd particle tile, n not a multiple of 4, several cache blocks, B = 2."""
+def test_k1_paths_blocked_and_two_pass(nb, act, dtype):
+    """k = 1: the register-blocked loops of cheap activations at d <= 3 (four samples per output
+    pass, two particles per velocity pass), the two-pass loop at d > 3, relu's sum from
+    homogeneity in both, with every tail: an odd particle tile, n not a multiple of 4, several
+    cache blocks, B = 2; and the frozen-inner-weights pass."""
     if act == "shifted":   # cheap but not homogeneous: blocking without the homogeneity sum
         from meanfield.activations import NumbaKernel
         register_activation("shifted_relu_test", lambda z: torch.relu(z - 0.25),
@@ -120,11 +121,13 @@ def test_register_blocked_paths_at_low_d_k1(nb, act, dtype):
         act = "shifted_relu_test"
     de, a_ = get_backend("dense"), get_activation(act)
     assert a_.numba.cheap
-    for d, m, n in ((1, 37, 23), (2, 4099, 2051), (3, 515, 1030), (2, 3, 1)):
+    for d, m, n in ((1, 37, 23), (2, 4099, 2051), (3, 515, 1030), (2, 3, 1), (6, 301, 2050)):
         a, w, b, X, g = operands(2, 1, m, n, d, 1, dtype, seed=d)
         assert rel(nb.outputs(a_, a, w, b, X), de.outputs(a_, a, w, b, X)) < TOL[dtype], (d, m, n)
-        for x, y in zip(nb.velocities(a_, a, w, b, X, g), de.velocities(a_, a, w, b, X, g)):
-            assert rel(x, y) < TOL[dtype], (d, m, n)
+        for inner in (True, False):
+            got = nb.velocities(a_, a, w, b, X, g, inner=inner)
+            for x, y in zip(got, de.velocities(a_, a, w, b, X, g, inner=inner)):
+                assert (x is None) if y is None else rel(x, y) < TOL[dtype], (d, m, n, inner)
 
 
 def test_homogeneous_flag_is_checked_at_registration():
