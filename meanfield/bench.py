@@ -246,7 +246,7 @@ def _measure_limit(spec: dict) -> dict:
     from meanfield.backends.roofline import fused_limit, gemm_limit
     m, n, d = spec["m"], spec["n"], spec["d"]
     if spec["method"] == "limit_fused":
-        r = fused_limit(m, n, repeats=spec["repeats"] + 2, min_time=MIN_TIMED_S)
+        r = fused_limit(m, n, repeats=spec["repeats"] + 2, min_time=MIN_TIMED_S, d=max(d, 2))
         t = r["time_s"]
     else:
         r = gemm_limit(m, n, d, spec["dtype"], repeats=spec["repeats"])

@@ -111,33 +111,108 @@ if numba is not None:
             vw1[k] = -a[k] * s11
 
 
-def fused_limit(m: int = 100_000, n: int = 1_000, repeats: int = 5, min_time: float = 0.0) -> dict:
-    """Pairs/s of the fused relu roofline kernel (outputs + velocities, float32, d = 2, k = 1).
+_GENERIC: dict = {}
+
+
+def _generic(d: int):
+    """(outputs, velocities) relu kernels for d > 2 (d a compile-time constant of the closure):
+    W (d, m) and X (d, n) in structure of arrays; outputs one sample per pass over a particle
+    block; velocities in two passes per particle (t_j = g_j 1[z_ij > 0] stored for the block,
+    then the d + 1 sums of t, relu's v_a from homogeneity)."""
+    if d in _GENERIC:
+        return _GENERIC[d]
+    D = d
+
+    @_jit
+    def outputs(W, b, a, X, out, JT):
+        m, n = b.shape[0], X.shape[1]
+        zero = np.float32(0)
+        for t in prange((n + JT - 1) // JT):
+            j0 = t * JT
+            j1 = min(n, j0 + JT)
+            for i0 in range(0, m, _B):
+                i1 = min(m, i0 + _B)
+                for j in range(j0, j1):
+                    acc = zero
+                    for i in range(i0, i1):
+                        z = b[i]
+                        for c in range(D):
+                            z += W[c, i] * X[c, j]
+                        acc += a[i] * max(z, zero)
+                    out[j] += acc
+
+    @_jit
+    def velocities(W, b, a, X, g, va, vw, vb, chunks):
+        m, n = b.shape[0], X.shape[1]
+        zero = np.float32(0)
+        for q in prange(chunks):
+            T = np.empty(n, dtype=np.float32)
+            for i in range(q * m // chunks, (q + 1) * m // chunks):
+                bi = b[i]
+                for j in range(n):
+                    z = bi
+                    for c in range(D):
+                        z += W[c, i] * X[c, j]
+                    T[j] = g[j] if z > zero else zero
+                sb = zero
+                for j in range(n):
+                    sb += T[j]
+                sa = bi * sb
+                vb[i] = -a[i] * sb
+                for c in range(D):
+                    s = zero
+                    for j in range(n):
+                        s += T[j] * X[c, j]
+                    vw[c, i] = -a[i] * s
+                    sa += W[c, i] * s
+                va[i] = -sa
+
+    _GENERIC[d] = (outputs, velocities)
+    return _GENERIC[d]
+
+
+def fused_limit(m: int = 100_000, n: int = 1_000, repeats: int = 5, min_time: float = 0.0,
+                d: int = 2) -> dict:
+    """Pairs/s of the fused relu roofline kernel (outputs + velocities, float32, k = 1).
 
     Args:
         m, n: particles and samples.
         repeats: timed runs at least; more until ``min_time`` seconds have been timed.
+        d: input dimension: d = 2 runs the register-blocked kernels above, d > 2 the plain
+            fused kernels of :func:`_generic` (the bar at that d: a pair costs ~d times more).
 
     Returns:
         dict with ``time_s`` (best of ``repeats``), ``pairs_per_s``, ``threads``.
     """
     if numba is None:  # pragma: no cover
         raise ValueError("the fused limit needs numba")
+    if d < 2:
+        raise ValueError(f"the fused limit is measured at d >= 2, got d = {d}")
     rng = np.random.default_rng(0)
     f = np.float32
-    w0, w1, b, a = (rng.standard_normal(m).astype(f) for _ in range(4))
-    x0, x1, g = ((rng.standard_normal(n) / np.sqrt(2)).astype(f) for _ in range(3))
-    out, va, vw0, vw1, vb = np.zeros(n, f), *(np.zeros(m, f) for _ in range(4))
-    ops = ((w0, w1, b, a, x0, x1, out), (w0, w1, b, a, x0, x1, g, va, vw0, vw1, vb))
     threads = numba.get_num_threads()
     JT = max(8, min(256, n // (4 * threads) or 8))
-    _outputs(*ops[0], JT)
-    _velocities(*ops[1])
+    if d == 2:
+        w0, w1, b, a = (rng.standard_normal(m).astype(f) for _ in range(4))
+        x0, x1, g = ((rng.standard_normal(n) / np.sqrt(2)).astype(f) for _ in range(3))
+        out, va, vw0, vw1, vb = np.zeros(n, f), *(np.zeros(m, f) for _ in range(4))
+        ko, kv = _outputs, _velocities
+        ops = ((w0, w1, b, a, x0, x1, out, JT), (w0, w1, b, a, x0, x1, g, va, vw0, vw1, vb))
+    else:
+        W = rng.standard_normal((d, m)).astype(f)
+        b, a = (rng.standard_normal(m).astype(f) for _ in range(2))
+        X = (rng.standard_normal((d, n)) / np.sqrt(d)).astype(f)
+        g = rng.standard_normal(n).astype(f)
+        out, va, vb, vw = np.zeros(n, f), np.zeros(m, f), np.zeros(m, f), np.zeros((d, m), f)
+        ko, kv = _generic(d)
+        ops = ((W, b, a, X, out, JT), (W, b, a, X, g, va, vw, vb, max(1, min(m, 8 * threads))))
+    ko(*ops[0])
+    kv(*ops[1])
     best, timed, k = float("inf"), 0.0, 0
     while k < repeats or timed < min_time:
         t0 = time.perf_counter()
-        _outputs(*ops[0], JT)
-        _velocities(*ops[1])
+        ko(*ops[0])
+        kv(*ops[1])
         dt = time.perf_counter() - t0
         best, timed, k = min(best, dt), timed + dt, k + 1
     return {"time_s": best, "pairs_per_s": m * n / best, "threads": threads}
