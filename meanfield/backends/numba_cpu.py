@@ -184,9 +184,13 @@ class NumbaBackend:
         self._check(act, a, w, b, X, g)
         B, m, k = a.shape
         n, d = X.shape[1], X.shape[2]
-        va = torch.empty(B, m, k, dtype=a.dtype)
-        vw = torch.empty(B, m, d, dtype=a.dtype) if inner else None
-        vb = torch.empty(B, m, dtype=a.dtype) if inner else None
+        # outputs in numpy's memory: malloc reuses its heap from step to step, while torch's
+        # allocator returned fresh pages whose first-touch faults landed in the kernel (median
+        # velocities 8.6 against 6.7 ms at m = 1e5, n = 1e3, d = 2)
+        np_dt = _DT[a.dtype]
+        va = torch.from_numpy(np.empty((B, m, k), dtype=np_dt))
+        vw = torch.from_numpy(np.empty((B, m, d), dtype=np_dt)) if inner else None
+        vb = torch.from_numpy(np.empty((B, m), dtype=np_dt)) if inner else None
         an = _np(a)
         vwn = vw.numpy() if inner else np.empty((1, 1, 1), dtype=an.dtype)
         vbn = vb.numpy() if inner else np.empty((1, 1), dtype=an.dtype)
