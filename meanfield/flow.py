@@ -286,7 +286,6 @@ def _make_vel(particles: Particles, data: BatchedData, config: FlowConfig, be: B
     loss = get_loss(config.loss)
     la, lw = _decays(config, particles.batch, particles.a)
     inner = config.train_inner
-    decay_a, decay_w = bool((la != 0).any()), bool((lw != 0).any())   # no pass over zeros
 
     fused = getattr(be, "outputs_velocities", None)
 
@@ -302,9 +301,8 @@ def _make_vel(particles: Particles, data: BatchedData, config: FlowConfig, be: B
             va, vw, vb = be.velocities(act, a, w, b, data.X, _weights(data, loss, f), inner=inner)
         if keep is not None:
             keep.append(f)
-        if decay_a:
-            va = va - la[:, None, None] * a
-        if inner and decay_w:
+        va = va - la[:, None, None] * a
+        if inner:
             vw = vw - lw[:, None, None] * w
             vb = vb - lw[:, None] * b
         return va, vw, vb
