@@ -70,11 +70,11 @@ def jit_scalar(pair, cache: bool = False):
 #: d = 64 against 50 one coordinate at a time).
 WIDE_OUT, WIDE_VEL = 8, 32
 
-#: The kernel source; ``sig``, ``dsig``, ``WIDE_OUT``, ``WIDE_VEL``, ``BLOCK`` (the activation's ``numba.cheap``: register
-#: blocking at d <= 3), ``HOMOG`` (``homogeneous``: sigma(z) = z sigma'(z), so the low-d velocity
-#: pass gets sum_j g_j sigma(z_ij) = b_i sb_i + w_i . s_i from the sums it keeps anyway),
-#: ``np`` and ``_njit`` are globals of the module it runs in (numba reads
-#: globals as compile-time constants).
+#: The kernel source. Globals of the module it runs in (numba reads them as compile-time
+#: constants): ``sig``, ``dsig``; ``WIDE_OUT``, ``WIDE_VEL``; ``BLOCK`` (the activation's
+#: ``numba.cheap``: register blocking at d <= 3); ``HOMOG`` (``homogeneous``: sigma(z) =
+#: z sigma'(z), so the k = 1 velocity loops get sum_j g_j sigma(z_ij) = b_i sb_i + w_i . s_i from
+#: the sums they keep anyway); ``np`` and ``_njit``.
 KERNEL_SOURCE = '''
 @_njit(nogil=True)
 def outputs_kernel(A, W, Bv, X, C, out, dk, kk, m, JT, t0, t1):
