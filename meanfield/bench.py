@@ -20,7 +20,8 @@ Usage: ``meanfield bench [--full] [--out FILE.csv]`` or ``python benchmarks/benc
 
 The machine's limits are measured in the same run (:mod:`meanfield.backends.roofline`): rows with
 ``method = limit_fused`` (the simplest fused relu kernel of both reductions, d = 2, float32: the
-bar at small d) and ``limit_gemm`` (the step's two matrix products at torch.mm's measured rate:
+bar at small d; for tanh, sigmoid, softplus and smoothstep at d <= 2 the same fused kernel with the
+activation's own float32 arithmetic inlined, the row's ``act``) and ``limit_gemm`` (the step's two matrix products at torch.mm's measured rate:
 the bar at large d); ``frac_limit`` is each backend's fraction of the relevant one (limit time /
 backend time; relu at d <= 16 against the fused limit, d >= 32 against the matrix-product limit).
 """
@@ -246,7 +247,9 @@ def _measure_limit(spec: dict) -> dict:
     from meanfield.backends.roofline import fused_limit, gemm_limit
     m, n, d = spec["m"], spec["n"], spec["d"]
     if spec["method"] == "limit_fused":
-        r = fused_limit(m, n, repeats=spec["repeats"] + 2, min_time=MIN_TIMED_S, d=max(d, 2))
+        act = "relu" if _relu_like(spec["act"]) else spec["act"]
+        r = fused_limit(m, n, repeats=spec["repeats"] + 2, min_time=MIN_TIMED_S, d=max(d, 2),
+                        act=act)
         t = r["time_s"]
     else:
         r = gemm_limit(m, n, d, spec["dtype"], repeats=spec["repeats"])
@@ -255,11 +258,23 @@ def _measure_limit(spec: dict) -> dict:
             "first_call_s": None, "steps_timed": spec["repeats"], "gflops": r.get("gflops")}
 
 
+def _relu_like(act: str) -> bool:
+    """Cheap and 1-homogeneous numba code: the relu fused limit is its bar."""
+    from meanfield.activations import get_activation
+    a = get_activation(act)
+    return a.homogeneous and a.numba is not None and a.numba.cheap
+
+
 def _limit_for(d: int, act: str) -> Optional[str]:
-    """The relevant limit of a grid point: fused (relu-like, d <= 16) or matrix products (d >= 32)."""
+    """The relevant limit of a grid point: fused (relu-like at d <= 16; any other activation with
+    float32 numba code at d <= 2, with its own arithmetic inlined) or matrix products (d >= 32)."""
+    from meanfield.activations import get_activation
     if d >= 32:
         return "limit_gemm"
-    return "limit_fused" if d <= 16 else None
+    if _relu_like(act):
+        return "limit_fused" if d <= 16 else None
+    nb = get_activation(act).numba
+    return "limit_fused" if d <= 2 and nb is not None else None
 
 
 def _in_subprocess(spec: dict, timeout: float) -> dict:

@@ -182,6 +182,43 @@ def test_roofline_kernels_compute_a_relu_step():
         assert np.abs(got - want).max() < 1e-5 * np.abs(want).max()
 
 
+def test_roofline_smooth_kernels_compute_the_activation_step():
+    """The fused limit of a smooth activation inlines that activation's float32 code: its outputs
+    and velocities against float64 torch (sigma, sigma'), within the activation's error bound."""
+    import numpy as np
+    from meanfield.activations import get_activation
+    from meanfield.backends import roofline
+    f, m, n = np.float32, 1001, 203
+    rng = np.random.default_rng(7)
+    w0, w1, b, a = (rng.standard_normal(m).astype(f) for _ in range(4))
+    x0, x1, g = (rng.standard_normal(n).astype(f) for _ in range(3))
+    Z = torch.from_numpy(np.outer(w0, x0).astype(np.float64) + np.outer(w1, x1) + b[:, None])
+    for name in ("tanh", "softplus", "smoothstep"):
+        act = get_activation(name)
+        S, dS = act.fn(Z).numpy(), act.deriv(Z).numpy()
+        out = np.zeros(n, f)
+        va, vw0, vw1, vb = (np.zeros(m, f) for _ in range(4))
+        ko, kv = roofline._smooth(name)
+        ko(w0, w1, b, a, x0, x1, out, 8)
+        kv(w0, w1, b, a, x0, x1, g, va, vw0, vw1, vb)
+        U = g[None, :] * dS
+        ref = [a @ S, -(g[None, :] * S).sum(1), -a * (U @ x0), -a * (U @ x1), -a * U.sum(1)]
+        for got, want in zip((out, va, vw0, vw1, vb), ref):
+            assert np.abs(got - want).max() < 1e-5 * np.abs(want).max(), name
+    with pytest.raises(ValueError, match="d = 2 only"):
+        roofline.fused_limit(10, 10, d=3, act="tanh")
+
+
+def test_bench_limit_of_each_activation():
+    """relu-like rows take the relu fused limit up to d = 16; other activations with numba code
+    their own fused limit at d <= 2 and none above; every activation the product limit at d >= 32."""
+    from meanfield.bench import _limit_for, _relu_like
+    assert _relu_like("relu") and _relu_like("leaky_relu") and not _relu_like("tanh")
+    assert _limit_for(16, "relu") == "limit_fused" and _limit_for(20, "relu") is None
+    assert _limit_for(2, "tanh") == "limit_fused" and _limit_for(4, "tanh") is None
+    assert _limit_for(64, "tanh") == "limit_gemm" == _limit_for(64, "relu")
+
+
 def test_simulate_numba_equals_dense():
     X = torch.linspace(-1, 1, 9, dtype=torch.float64)[:, None]
     y = (X[:, 0] > 0.1).long()

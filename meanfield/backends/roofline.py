@@ -5,6 +5,8 @@
   velocities two particles per pass over all samples, with relu's homogeneity saving one of the
   four sums), pairs/s at small d. Nothing real can run a relu step faster on this CPU with this
   compiler: it is the bar for ``numba``.
+  For an activation that is not relu-like (tanh, sigmoid, softplus, ...) the same fused kernels
+  with its float32 numba code inlined (``act=``): the bar set by its own arithmetic.
 - :func:`gemm_limit`: torch.mm GFLOP/s on the step's matrix shapes (large d, where a step is two
   matrix products of ~2 m n d flops each); the bar for ``dense``.
 
@@ -171,8 +173,69 @@ def _generic(d: int):
     return _GENERIC[d]
 
 
+_SMOOTH: dict = {}
+
+
+def _smooth(name: str):
+    """(outputs, velocities) fused kernels at d = 2, k = 1 with the activation ``name``'s float32
+    numba code inlined: one sample per output pass over particle blocks, one particle per velocity
+    pass over all samples (register blocking slows these activations: their arithmetic already
+    fills the registers), the four sums of g sigma, g sigma', g sigma' x. Compiled once per
+    process (closures over compiled functions do not hit numba's disk cache)."""
+    if name in _SMOOTH:
+        return _SMOOTH[name]
+    from ..activations import get_activation
+    from .numba_kernels import jit_scalar
+    sig, dsig = jit_scalar(get_activation(name).numba.make(np.float32))
+    jit = numba.njit(parallel=True, fastmath=FASTMATH, error_model="numpy")
+
+    @jit
+    def outputs(w0, w1, b, a, x0, x1, out, JT):
+        m, n = b.shape[0], x0.shape[0]
+        zero = np.float32(0)
+        for t in prange((n + JT - 1) // JT):
+            j0 = t * JT
+            j1 = min(n, j0 + JT)
+            for i0 in range(0, m, _B):
+                i1 = min(m, i0 + _B)
+                for j in range(j0, j1):
+                    xa = x0[j]
+                    xb = x1[j]
+                    acc = zero
+                    for i in range(i0, i1):
+                        acc += a[i] * sig(b[i] + w0[i] * xa + w1[i] * xb)
+                    out[j] += acc
+
+    @jit
+    def velocities(w0, w1, b, a, x0, x1, g, va, vw0, vw1, vb):
+        m, n = b.shape[0], x0.shape[0]
+        zero = np.float32(0)
+        for i in prange(m):
+            p, u, v = b[i], w0[i], w1[i]
+            sa = zero
+            sb = zero
+            s0 = zero
+            s1 = zero
+            for j in range(n):
+                xa = x0[j]
+                xb = x1[j]
+                z = p + u * xa + v * xb
+                sa += g[j] * sig(z)
+                t = g[j] * dsig(z)
+                sb += t
+                s0 += t * xa
+                s1 += t * xb
+            va[i] = -sa
+            vb[i] = -a[i] * sb
+            vw0[i] = -a[i] * s0
+            vw1[i] = -a[i] * s1
+
+    _SMOOTH[name] = (outputs, velocities)
+    return _SMOOTH[name]
+
+
 def fused_limit(m: int = 100_000, n: int = 1_000, repeats: int = 5, min_time: float = 0.0,
-                d: int = 2) -> dict:
+                d: int = 2, act: str = "relu") -> dict:
     """Pairs/s of the fused relu roofline kernel (outputs + velocities, float32, k = 1).
 
     Args:
@@ -180,6 +243,10 @@ def fused_limit(m: int = 100_000, n: int = 1_000, repeats: int = 5, min_time: fl
         repeats: timed runs at least; more until ``min_time`` seconds have been timed.
         d: input dimension: d = 2 runs the register-blocked kernels above, d > 2 the plain
             fused kernels of :func:`_generic` (the bar at that d: a pair costs ~d times more).
+        act: ``relu`` (the kernels above; also the bar of leaky relu), or an activation with
+            numba code that is not relu-like (tanh, sigmoid, softplus, smoothstep, a user's):
+            the plain fused kernels of :func:`_smooth` with its float32 code inlined, d = 2
+            only. The bar for that activation: the cost of its own arithmetic, twice a pair.
 
     Returns:
         dict with ``time_s`` (best of ``repeats``), ``pairs_per_s``, ``threads``.
@@ -192,11 +259,13 @@ def fused_limit(m: int = 100_000, n: int = 1_000, repeats: int = 5, min_time: fl
     f = np.float32
     threads = numba.get_num_threads()
     JT = max(8, min(256, n // (4 * threads) or 8))
+    if act != "relu" and d != 2:
+        raise ValueError(f"the fused limit of {act!r} is measured at d = 2 only, got d = {d}")
     if d == 2:
         w0, w1, b, a = (rng.standard_normal(m).astype(f) for _ in range(4))
         x0, x1, g = ((rng.standard_normal(n) / np.sqrt(2)).astype(f) for _ in range(3))
         out, va, vw0, vw1, vb = np.zeros(n, f), *(np.zeros(m, f) for _ in range(4))
-        ko, kv = _outputs, _velocities
+        ko, kv = (_outputs, _velocities) if act == "relu" else _smooth(act)
         ops = ((w0, w1, b, a, x0, x1, out, JT), (w0, w1, b, a, x0, x1, g, va, vw0, vw1, vb))
     else:
         W = rng.standard_normal((d, m)).astype(f)
