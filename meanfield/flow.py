@@ -336,4 +336,4 @@ def _next_dt(cfg: FlowConfig, t: float) -> float:
     return next_dt(cfg, t)
 
 
-from .simulation import _run_key, _torch_threads, simulate  # noqa: E402,F401  (builds on the above)
+from .simulation import _run_key, simulate  # noqa: E402,F401  (builds on the above)

@@ -137,7 +137,7 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
     # made a 30-particle flow 30x slower). Ctrl-C is taken between two steps (a consistent
     # state) and saves a checkpoint before it stops the run
     small = particles.batch * particles.m * data.X.shape[-2] <= SMALL_PAIRS
-    with _torch_threads(1 if getattr(be, "owns_threads", False) or small else None), \
+    with torch_threads(1 if getattr(be, "owns_threads", False) or small else None), \
             _deferred_interrupt() as interrupted:
         if prev is not None:
             recorder.skip_to(t)  # the row at the result's time is in its history already
@@ -259,9 +259,6 @@ def _stop(ckpt, payload: dict) -> None:
 
 # systems with at most this many (system, particle, sample) triples step on one torch thread
 SMALL_PAIRS = 1 << 16
-
-
-_torch_threads = torch_threads  # the old private name, used across the package
 
 
 def _run_key(particles: Particles, data: BatchedData, config: FlowConfig, seed: Optional[int],

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["torch_threads"]
+__all__ = ["torch_threads", "one_thread_on_cpu"]
 
 
 @contextlib.contextmanager
@@ -28,3 +28,9 @@ def torch_threads(n: Optional[int] = 1):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def one_thread_on_cpu(device) -> contextlib.AbstractContextManager:
+    """One torch thread when ``device`` is a CPU (the experiments' small problems), torch's own
+    setting on a GPU: the one rule the experiments share."""
+    return torch_threads(1 if torch.device(device).type == "cpu" else None)

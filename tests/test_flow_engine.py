@@ -216,7 +216,7 @@ def test_simulate_leaves_torch_global_state_alone():
 
 def test_thread_count_restored_by_a_numba_backend():
     pytest.importorskip("numba")
-    from meanfield.flow import _torch_threads
+    from meanfield.threads import torch_threads as _torch_threads
     before = torch.get_num_threads()
     with _torch_threads(1):
         assert torch.get_num_threads() == 1

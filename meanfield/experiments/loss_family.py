@@ -144,11 +144,11 @@ def _check(cfg: LossFamilyConfig) -> None:
 
 
 def run(cfg: LossFamilyConfig, ctx: RunContext) -> ExperimentResult:
-    from ..simulation import _torch_threads
+    from ..threads import one_thread_on_cpu
     _check(cfg)
     summary: dict = {}
     # CPU: one torch thread; these problems are small, and two threads spin-wait on a busy machine
-    with _torch_threads(1 if str(ctx.device).startswith("cpu") else None):
+    with one_thread_on_cpu(ctx.device):
         rows = ufm_part(cfg, ctx, summary)
         if cfg.deep:
             rows += deep_part(cfg, ctx, summary)

@@ -152,9 +152,9 @@ def _stats(v: list) -> tuple[float, float, float]:
 
 
 def run(cfg: LSInitConfig, ctx: RunContext) -> ExperimentResult:
-    from ..simulation import _torch_threads
+    from ..threads import one_thread_on_cpu
     # CPU: one torch thread; these problems are small, and two threads spin-wait on a busy machine
-    with _torch_threads(1 if str(ctx.device).startswith("cpu") else None):
+    with one_thread_on_cpu(ctx.device):
         return _run(cfg, ctx)
 
 

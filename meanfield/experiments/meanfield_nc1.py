@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..simulation import _torch_threads
+from ..threads import one_thread_on_cpu
 from ..study.experiment import (Experiment, ExperimentResult, RunContext, Science, check_seed,
                                 parse_dtype)
 from ..vector import HeadedNetwork, VectorFlowConfig, nc1_record, simulate_vector
@@ -143,8 +143,7 @@ def run(cfg: MeanfieldNC1Config, ctx: RunContext) -> ExperimentResult:
     history, summary, finals = [], {}, []
     # CPU: one torch thread. These problems are small (m n <= 1e5 per run at the default size):
     # two intra-op threads gain little there and, on a busy machine, spin-wait 10-50x slower
-    on_cpu = torch.device(ctx.device).type == "cpu"
-    with _torch_threads(1 if on_cpu else None):
+    with one_thread_on_cpu(ctx.device):
         for ds in cfg.datasets:
             _run_set(cfg, ctx, ds, seed, dtype, flow, record, history, summary, finals)
     later = [r for r in history if r["t"] > 0]

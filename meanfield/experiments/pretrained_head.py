@@ -53,7 +53,7 @@ from ..flow import FlowConfig
 from ..heads import head_activation
 from ..predictor import THRESHOLD, activation_only, output_collapsed, output_statistic, predict_collapse
 from ..study.spec import DataSpec, ModelSpec
-from ..threads import torch_threads
+from ..threads import one_thread_on_cpu
 from . import collapse
 from .registry import Experiment, RunContext, Science, Theory
 
@@ -141,7 +141,7 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
         _check(c)
     # a head on a few hundred feature vectors: one torch thread (a second one spin-waits on a
     # busy CPU; the mean-field flow sets its own threads)
-    with torch_threads(1 if str(ctx.device).startswith("cpu") else None):
+    with one_thread_on_cpu(ctx.device):
         try:
             out = collapse.run_batch_with(cfgs, seeds, ctx, BATCH_KEYS, extra=_extra)
             dt = cfgs[0].flow.dt

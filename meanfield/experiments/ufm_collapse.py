@@ -102,8 +102,8 @@ def run(cfg: UFMCollapseConfig, ctx: RunContext) -> ExperimentResult:
         uc = UFMConfig(loss="cross_entropy", bias="regularised", lb=cfg.lam_b, feature_dim=K, **kw)
     else:
         uc = UFMConfig(loss="mse", bias=cfg.case[4:], **kw)
-    from ..threads import torch_threads
-    with torch_threads(1 if str(ctx.device).startswith("cpu") else None):  # tiny: one thread
+    from ..threads import one_thread_on_cpu
+    with one_thread_on_cpu(ctx.device):  # tiny: one thread
         res = fit_ufm(K, n, uc, device=ctx.device)
     normW = float(res.W.norm())
     margin = collapse_margin(K, n, cfg.lam_w, cfg.lam_h)

@@ -47,7 +47,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import torch
 
 from ..deep.train import TrainConfig
 from ..study.spec import DataSpec, ModelSpec

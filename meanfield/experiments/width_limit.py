@@ -110,9 +110,9 @@ def _train_finite(P: Particles, data, flow: FlowConfig, eta: float, t: float) ->
     """Train P (one system) as a finite torch net with SGD; return it as particles."""
     from ..deep.models import TwoLayerMeanField
     from ..deep.train import train
-    from ..simulation import _torch_threads
+    from ..threads import torch_threads
     net = TwoLayerMeanField.from_particles(P)
-    with _torch_threads(1):  # a few hundred parameters: one thread (a hand-off costs more)
+    with torch_threads(1):  # a few hundred parameters: one thread (a hand-off costs more)
         train(net, data, _sgd_config(flow, eta, P.m, int(round(t / eta))), progress=False)
     return net.to_particles()
 

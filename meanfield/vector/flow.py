@@ -38,7 +38,7 @@ from ..backends import Backend
 from ..divergence import FLOW_FIX, DivergenceError
 from ..flow import BatchedData
 from ..losses import one_hot_targets
-from ..simulation import _torch_threads
+from ..threads import torch_threads
 from ..stepping import get_integrator, next_dt, passed
 from .network import HeadedNetwork
 
@@ -269,7 +269,7 @@ def simulate_vector(net: HeadedNetwork, data, cfg: VectorFlowConfig = VectorFlow
     history: list = []
     eps = torch.finfo(net.dtype).eps
     # numba kernels run their own threads: keep torch single-threaded meanwhile (as simulate does)
-    with _torch_threads(1 if getattr(be, "owns_threads", False) else None):
+    with torch_threads(1 if getattr(be, "owns_threads", False) else None):
         return _loop(net, data, cfg, be, step_fn, vel, record, times, history, eps)
 
 
