@@ -122,15 +122,24 @@ def _step_backend(name):
     from meanfield.backends import get_backend
     from meanfield.flow import _own_threads
 
+    from meanfield.flow import BatchedData, _make_vel
+
     cfg = mf.FlowConfig(loss="logistic", backend=name)
     be = get_backend(name)
+    cache = {}
 
     def step(parts, data):
-        # the thread rule of meanfield.simulate's loop: torch on one thread around numba's own
-        # threads (the update's add_ on two OpenMP threads left them spinning into the next
-        # step's kernels)
+        # meanfield.simulate's step: the data checked and batched once per run (as the
+        # baseline's module is built once), the velocity closure of its loop; its thread rule:
+        # torch on one thread around numba's own threads (the update's add_ on two OpenMP
+        # threads left them spinning into the next step's kernels)
+        # (the cache holds parts and data themselves, so their ids cannot be reused)
+        key = (id(parts), id(data))
+        if key not in cache:
+            bd = BatchedData.build(data, dtype=parts.dtype, device=parts.device, d=parts.d)
+            cache[key] = (parts, data, _make_vel(parts, bd, cfg, be))
         with _own_threads(be):
-            va, vw, vb = mf.velocity(parts, data, cfg)
+            va, vw, vb = cache[key][2]((parts.a, parts.w, parts.b))
             parts.a.add_(va, alpha=DT)
             parts.w.add_(vw, alpha=DT)
             parts.b.add_(vb, alpha=DT)

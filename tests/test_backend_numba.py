@@ -248,3 +248,22 @@ def test_supports_and_errors(nb):
         nb.outputs(get_activation("relu"), a, w, b, X.float())
     with pytest.raises(ValueError, match="X must be"):
         nb.outputs(get_activation("relu"), a, w, b, X[..., :1])
+
+
+def test_bench_step_is_the_flow_step():
+    """The bench times simulate's step (velocity closure built once per run): one step of it moves
+    the particles exactly as velocity() + an Euler update, and again after the particles moved."""
+    from meanfield.bench import DT, _problem, _step_backend
+    parts, data = _problem(300, 77, 3, "relu", torch.float64, "cpu")
+    ref = parts.select(0)
+    ref = type(ref)(**{**ref.__dict__, "a": ref.a.clone(), "w": ref.w.clone(), "b": ref.b.clone()})
+    step = _step_backend("numba")
+    cfg = FlowConfig(loss="logistic", backend="dense")
+    for _ in range(2):
+        step(parts, data)
+        va, vw, vb = mf.velocity(ref, data, cfg)
+        ref.a.add_(va, alpha=DT)
+        ref.w.add_(vw, alpha=DT)
+        ref.b.add_(vb, alpha=DT)
+        for t in ("a", "w", "b"):
+            assert rel(getattr(parts, t), getattr(ref, t)) < 1e-12
