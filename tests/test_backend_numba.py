@@ -51,6 +51,22 @@ def test_agrees_with_dense_odd_sizes_and_batch(nb, act, dtype):
                     assert rel(x, y) < TOL[dtype]
 
 
+def test_blocks_never_4k_apart_and_padding_is_harmless(nb):
+    """Cache blocks whose rows would be a multiple of 4 KB apart get one cache line more (zero
+    padding); the results stay dense's at exactly those sizes (m = 1024 and n = 2048 in float32,
+    m = 512 in float64) and across several blocks (m = 4100)."""
+    from meanfield.backends.numba_cpu import _BLOCK, _block_len
+    assert _block_len(1024, 4) == 1040 and _block_len(512, 8) == 520 and _block_len(1000, 4) == 1000
+    assert _block_len(10 ** 6, 4) == _BLOCK and (_BLOCK * 4) % 4096 and (_BLOCK * 8) % 4096
+    de, act = get_backend("dense"), get_activation("relu")
+    for m, n, d, dtype in ((1024, 2048, 10, torch.float32), (512, 100, 12, torch.float64),
+                           (4100, 64, 3, torch.float32)):
+        a, w, b, X, g = operands(1, 1, m, n, d, 1, dtype, seed=m)
+        assert rel(nb.outputs(act, a, w, b, X), de.outputs(act, a, w, b, X)) < TOL[dtype]
+        for x, y in zip(nb.velocities(act, a, w, b, X, g), de.velocities(act, a, w, b, X, g)):
+            assert rel(x, y) < TOL[dtype]
+
+
 @pytest.mark.parametrize("loss,k,d", [("logistic", 1, 2), ("exponential", 1, 1),
                                       ("cross_entropy", 3, 3), ("mse", 2, 5)])
 def test_velocity_is_minus_m_times_autograd(nb, loss, k, d):
