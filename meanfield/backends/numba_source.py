@@ -9,11 +9,12 @@ from __future__ import annotations
 
 __all__ = ["KERNEL_SOURCE", "WIDE_OUT", "WIDE_VEL"]
 
-#: Input dimensions above which w . x is taken one coordinate at a time over a block (a fused
-#: loop over d inside the vectorised loop stops vectorising past these: measured at m = 1e4,
-#: n = 1e3, relu float32, outputs 15 ms at d = 16 against 2.5 at d = 8, velocities 360 ms at
-#: d = 64 against 50 one coordinate at a time).
-WIDE_OUT, WIDE_VEL = 8, 32
+#: Input dimensions above which w . x is taken one coordinate at a time over a block: a fused
+#: loop over d inside the vectorised loop is faster up to d = 40 once the cache blocks' rows are
+#: not 4 KB apart (numba_cpu._block_len), and stops vectorising past that (outputs at m = 2e4,
+#: n = 1e3, relu float32: 6.1 against 12.7 ms at d = 10, 19 against 28 ms at d = 32, 550 against
+#: 39 ms at d = 48; velocities: no gain past 32).
+WIDE_OUT, WIDE_VEL = 32, 32
 
 #: The kernel source. Globals of the module it runs in (numba reads them as compile-time
 #: constants): ``sig``, ``dsig``; ``WIDE_OUT``, ``WIDE_VEL``; ``BLOCK`` (the activation's
@@ -96,7 +97,8 @@ def outputs_kernel(A, W, Bv, X, C, out, dk, kk, m, JT, t0, t1):
             for j in range(jb, j1):
                 if D > WIDE_OUT:
                     # wide inputs: w . x one input coordinate at a time over the block (a loop
-                    # over d inside the particle loop stops vectorising: 6x slower at d = 16)
+                    # over d inside the particle loop stops vectorising past d ~ 40: 14x slower
+                    # at d = 48)
                     for i in range(L):
                         S[i] = Bp[i]
                     for c in range(D):
