@@ -183,13 +183,13 @@ def test_roofline_kernels_compute_a_relu_step():
         for got, want in zip((out, va, vw0, vw1, vb), ref):
             assert np.abs(got - want).max() < 1e-5 * np.abs(want).max()
     # the plain kernels of the limit at d > 2
-    d, m, n = 5, 203, 101
+    d, m, n = 5, 2203, 101          # m: two particle blocks, the second one partial
     rng = np.random.default_rng(d)
     W, X = rng.standard_normal((d, m)).astype(f), rng.standard_normal((d, n)).astype(f)
     b, a, g = rng.standard_normal(m).astype(f), rng.standard_normal(m).astype(f), rng.standard_normal(n).astype(f)
     out, va, vb, vw = np.zeros(n, f), np.zeros(m, f), np.zeros(m, f), np.zeros((d, m), f)
     ko, kv = roofline._generic(d)
-    ko(W, b, a, X, out, 8)
+    ko(*roofline._blocked(W, b, a), X, out, 8)
     kv(W, b, a, X, g, va, vw, vb, 3)
     Z = W.T.astype(np.float64) @ X + b[:, None]
     U = g[None, :] * (Z > 0)

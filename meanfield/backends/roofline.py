@@ -116,31 +116,47 @@ if numba is not None:
 _GENERIC: dict = {}
 
 
+def _blocked(W, b, a):
+    """(W (d, m), b, a) -> zero-padded particle blocks (nb, d, P), (nb, P), (nb, P)."""
+    from .numba_cpu import _block_len
+    d, m = W.shape
+    P = _block_len(min(m, _B), W.itemsize)
+    nb = -(-m // P)
+    W3 = np.zeros((nb, d, P), W.dtype)
+    B3, A3 = np.zeros((nb, P), W.dtype), np.zeros((nb, P), W.dtype)
+    for k in range(nb):
+        i0, i1 = k * P, min(m, (k + 1) * P)
+        W3[k, :, :i1 - i0], B3[k, :i1 - i0], A3[k, :i1 - i0] = W[:, i0:i1], b[i0:i1], a[i0:i1]
+    return W3, B3, A3
+
+
 def _generic(d: int):
     """(outputs, velocities) relu kernels for d > 2 (d a compile-time constant of the closure):
     W (d, m) and X (d, n) in structure of arrays; outputs one sample per pass over a particle
-    block; velocities in two passes per particle (t_j = g_j 1[z_ij > 0] stored for the block,
+    block (the particles copied into zero-padded blocks, :func:`_blocked`); velocities in two passes per particle (t_j = g_j 1[z_ij > 0] stored for the block,
     then the d + 1 sums of t, relu's v_a from homogeneity)."""
     if d in _GENERIC:
         return _GENERIC[d]
     D = d
 
     @_jit
-    def outputs(W, b, a, X, out, JT):
-        m, n = b.shape[0], X.shape[1]
+    def outputs(W3, B3, A3, X, out, JT):
+        # particles in zero-padded blocks W3 (nb, D, P), B3 and A3 (nb, P) (P from
+        # _block_len: rows not 4 KB apart); inner loops from 0 over a contiguous block
+        nb, P, n = B3.shape[0], B3.shape[1], X.shape[1]
         zero = np.float32(0)
         for t in prange((n + JT - 1) // JT):
             j0 = t * JT
             j1 = min(n, j0 + JT)
-            for i0 in range(0, m, _B):
-                i1 = min(m, i0 + _B)
+            for k in range(nb):
+                Wp, bp, ap = W3[k], B3[k], A3[k]
                 for j in range(j0, j1):
                     acc = zero
-                    for i in range(i0, i1):
-                        z = b[i]
+                    for i in range(P):
+                        z = bp[i]
                         for c in range(D):
-                            z += W[c, i] * X[c, j]
-                        acc += a[i] * max(z, zero)
+                            z += Wp[c, i] * X[c, j]
+                        acc += ap[i] * max(z, zero)
                     out[j] += acc
 
     @_jit
@@ -274,7 +290,7 @@ def fused_limit(m: int = 100_000, n: int = 1_000, repeats: int = 5, min_time: fl
         g = rng.standard_normal(n).astype(f)
         out, va, vb, vw = np.zeros(n, f), np.zeros(m, f), np.zeros(m, f), np.zeros((d, m), f)
         ko, kv = _generic(d)
-        ops = ((W, b, a, X, out, JT), (W, b, a, X, g, va, vw, vb, max(1, min(m, 8 * threads))))
+        ops = ((*_blocked(W, b, a), X, out, JT), (W, b, a, X, g, va, vw, vb, max(1, min(m, 8 * threads))))
     ko(*ops[0])
     kv(*ops[1])
     best, timed, k = float("inf"), 0.0, 0
