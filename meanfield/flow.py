@@ -181,10 +181,10 @@ class FlowResult:
         config: the flow configuration.
         resumed_from: time of the checkpoint the run resumed from, or None.
         snapshots: neuron snapshots kept by the recorder (``Recorder(snapshot=K)``).
-        seed: the seed of the Langevin noise generator (drawn from ``os.urandom`` when
-            :func:`simulate` got ``seed=None``).
-        rng_state ((N,) uint8 Tensor): the noise generator's state at the end, so that
-            ``simulate(result, ...)`` continues the noise where it stopped.
+        seed: the seed of the Langevin noise (drawn from ``os.urandom`` when :func:`simulate`
+            got ``seed=None``): an int for one system, the B systems' seeds for a batch.
+        rng_state ((B, N) uint8 Tensor): the noise generators' states at the end (one per
+            system), so that ``simulate(result, ...)`` continues the noise where it stopped.
 
     Every history row has a ``system`` column (0 when B = 1).
     """
@@ -197,7 +197,7 @@ class FlowResult:
     config: Optional[FlowConfig] = None
     resumed_from: Optional[float] = None
     snapshots: list = field(default_factory=list)
-    seed: Optional[int] = None
+    seed: Optional[int | tuple[int, ...]] = None
     rng_state: Optional[Tensor] = None
 
     def select(self, index: int) -> "FlowResult":
@@ -205,8 +205,9 @@ class FlowResult:
 
         Its particles are ``particles.select(index)``, its history the rows of that system with
         ``system`` renumbered 0, its snapshots that system's neurons, and per-system config
-        values (tuples of ``lam``, ``lam_a``, ``lam_w``, ``tau``) that system's entry. The noise
-        generator state is the batch's (one generator drives every system).
+        values (tuples of ``lam``, ``lam_a``, ``lam_w``, ``tau``) that system's entry, its seed
+        and noise generator state that system's (every system has its own generator), so
+        ``simulate(result.select(i), ...)`` continues system i exactly as in the batch.
 
         Raises:
             IndexError: index outside ``0..B-1``.
@@ -222,8 +223,12 @@ class FlowResult:
         if cfg is not None:
             cfg = replace(cfg, **{k: getattr(cfg, k)[i] for k in ("lam", "lam_a", "lam_w", "tau")
                                   if isinstance(getattr(cfg, k), (tuple, list))})
+        seed = self.seed[i] if isinstance(self.seed, (tuple, list)) else self.seed
+        rng = self.rng_state
+        if rng is not None and rng.dim() == 2:
+            rng = rng[i:i + 1]
         return replace(self, particles=self.particles.select(i), history=hist, snapshots=snaps,
-                       config=cfg)
+                       config=cfg, seed=seed, rng_state=rng)
 
 
 # ----------------------------------------------------------------------------- velocity and risk

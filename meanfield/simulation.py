@@ -22,6 +22,7 @@ from .backends import Backend, resolve_backend
 from .divergence import FLOW_FIX, DivergenceError, FlowMonitor
 from .flow import (BatchedData, FlowConfig, FlowResult, _decays, _make_vel, _per_system, risk)
 from .losses import get_loss
+from .noise import SystemNoise, system_seeds
 from .particles import Particles
 from .stepping import State, get_integrator, next_dt, passed
 from .threads import torch_threads
@@ -30,7 +31,7 @@ __all__ = ["simulate"]
 
 
 def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = FlowConfig(), *,
-             recorder=None, seed: Optional[int] = 0, progress: Optional[bool] = None,
+             recorder=None, seed=0, progress: Optional[bool] = None,
              checkpoint: Optional[str | os.PathLike] = None, checkpoint_every: float = 60.0,
              ) -> FlowResult:
     """Run the particle flow from ``config.t0`` (or a previous result's time) to ``config.t_end``.
@@ -44,8 +45,11 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
             None for no data term (weight decay and noise only).
         config: the flow.
         recorder: a :class:`meanfield.record.Recorder` (default: loss at log-spaced times).
-        seed: seed of the Langevin noise; None draws one from ``os.urandom`` (recorded in
-            ``FlowResult.seed``). torch's global RNG is never touched.
+        seed: seed of the Langevin noise: an int (system b of a batch draws from its own
+            generator seeded ``seed + b``), one int per system, or None to draw one from
+            ``os.urandom`` (recorded in ``FlowResult.seed``). A system's noise never depends on
+            the other systems of its batch (:mod:`meanfield.noise`). torch's global RNG is never
+            touched.
         progress: show a progress bar (default: only when stderr is a terminal).
         checkpoint: file to write checkpoints to; if it exists and matches this run, the run
             resumes from it and ends exactly where an uninterrupted run would.
@@ -93,9 +97,11 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
     noisy = bool((taus > 0).any())
     recorder = recorder if recorder is not None else Recorder()
     recorder.start(config.t_end)
-    seed_used = (int.from_bytes(os.urandom(8), "little") >> 1) if seed is None else int(seed)
-    gen = torch.Generator(device=particles.device)
-    gen.manual_seed(seed_used)
+    if seed is None and prev is not None and prev.seed is not None:
+        seed = prev.seed
+    seeds = system_seeds(seed, B)
+    seed_used = seeds[0] if B == 1 else seeds
+    gen = SystemNoise(seeds, particles.device)
     if prev is not None and prev.rng_state is not None:
         gen.set_state(prev.rng_state)
 
@@ -110,7 +116,8 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
         state, t, k = saved["state"], saved["t"], saved["step"]
         gen.set_state(saved["rng"])
         recorder.load_state(saved["recorder"])
-        seed_used = int(saved.get("seed", seed_used))
+        seed_used = saved.get("seed", seed_used)
+        seed_used = tuple(seed_used) if isinstance(seed_used, (list, tuple)) else int(seed_used)
         resumed_from = t
     monitor = _monitor(config, particles, state, taus)
     probe: list = [None, None]  # (the state a step starts from, outputs there)
@@ -160,8 +167,7 @@ def simulate(particles: "Particles | FlowResult", data, config: FlowConfig = Flo
             if noisy:
                 sd = torch.sqrt(2.0 * taus * dt)
                 new = tuple(x if (i > 0 and not config.train_inner) else
-                            x + sd.view(-1, *([1] * (x.dim() - 1))) *
-                            torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+                            x + sd.view(-1, *([1] * (x.dim() - 1))) * gen.randn_like(x)
                             for i, x in enumerate(new))
             # one reduction and one host sync per step: a NaN/inf anywhere makes the sum non-finite
             finite = torch.isfinite(sum(x.sum() for x in new))
@@ -277,6 +283,8 @@ def _run_key(particles: Particles, data: BatchedData, config: FlowConfig, seed: 
             cfg.pop(name)
     h.update(repr(sorted(cfg.items())).encode())
     h.update(str(seed).encode())
+    if particles.batch > 1:
+        h.update(b"noise: one generator per system")  # older batched checkpoints do not match
     if (t0, k0) != (0.0, 0):
         h.update(f"{t0!r},{k0}".encode())
     for t_ in (particles.a, particles.w, particles.b, data.X, data.y, data.p):

@@ -188,7 +188,7 @@ def run_meanfield(cfgs: list, seeds: list, ctx: RunContext) -> list[tuple[dict, 
     if len(cfgs) > 1:
         flow = replace(flow, lam=tuple(c.flow.lam for c in cfgs))
     res = simulate(P, data if len(data) > 1 else data[0], flow, recorder=Recorder("log", num=20),
-                   seed=seeds[0], progress=ctx.progress, checkpoint=ctx.checkpoint("checkpoint.pt"),
+                   seed=list(seeds), progress=ctx.progress, checkpoint=ctx.checkpoint("checkpoint.pt"),
                    checkpoint_every=ctx.checkpoint_every)
     rows = split_history(res.history, len(cfgs))
     out = []

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..flow import FlowConfig, simulate
-from ..particles import Particles
+from ..particles import Particles, group_sizes
 from ..record import Recorder
 from ..study.spec import DataSpec
 from ..plotting import class_colour
@@ -85,6 +85,29 @@ def samples(cfg, dtype=torch.float64, device="cpu"):
     return s
 
 
+def check_fractions(cfg) -> None:
+    """Refuse neuron fractions the law cannot use, before anything runs. Raises ValueError.
+
+    q1 and q3 must be > 0 and leave at least one of the ``m`` neurons at sigma(-x) and at
+    sigma(x) (the law log(q3 p3 / 2 q1 p1) divides by q1 and takes the log of q3); q2 >= 0."""
+    q = (cfg.q1, cfg.q2, cfg.q3)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in q):
+        raise ValueError(f"q1, q2, q3 must be finite numbers, got {list(q)}")
+    if not (cfg.q1 > 0 and cfg.q3 > 0):
+        raise ValueError("q1 and q3 must be > 0 (the law log(q3 p3 / 2 q1 p1) needs them); got "
+                         f"q1 = {cfg.q1:g}, q3 = {cfg.q3:g}")
+    if cfg.q2 < 0:
+        raise ValueError(f"q2 must be >= 0, got {cfg.q2:g}")
+    if isinstance(cfg.m, int) and not isinstance(cfg.m, bool) and cfg.m >= 1:
+        qt = torch.tensor(q, dtype=torch.float64)
+        n1, _, n3 = group_sizes(qt / qt.sum(), cfg.m)
+        if n1 == 0 or n3 == 0:
+            raise ValueError(f"q1 and q3 must each leave at least one of the m = {cfg.m} neurons "
+                             f"(the law log(q3 p3 / 2 q1 p1) needs them); q = {list(q)} rounds to "
+                             f"{n1} neurons at sigma(-x) and {n3} at sigma(x): raise q1/q3 or m")
+
+
 # parameters that may differ between the systems of one batch (the others set shapes and time steps)
 BATCH_KEYS = ("data.p1", "data.p2", "data.p3", "q1", "q2", "q3", "scale_a")
 
@@ -118,6 +141,8 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
     configuration (its history rows carry ``system``; its particles are its own system).
     """
     check_batch(list(cfgs), list(seeds), BATCH_KEYS)
+    for c in cfgs:
+        check_fractions(c)
     c0 = cfgs[0]
     dtype = parse_dtype(c0.dtype)
     data = [samples(c, dtype, ctx.device) for c in cfgs]
@@ -127,7 +152,7 @@ def run_batch(cfgs: list, seeds: list, ctx: RunContext) -> list:
                          for c, s in zip(cfgs, seeds)])
     flow = flow_for(c0.flow, ctx)
     rec = Recorder("log", num=80, t_min=min(1e-2, flow.t_end / 10), stats={"outputs": _outputs})
-    res = simulate(P, data if len(data) > 1 else data[0], flow, recorder=rec, seed=seeds[0],
+    res = simulate(P, data if len(data) > 1 else data[0], flow, recorder=rec, seed=list(seeds),
                    progress=ctx.progress, checkpoint=ctx.checkpoint("checkpoint.pt"),
                    checkpoint_every=ctx.checkpoint_every)
     rows = split_history(res.history, len(cfgs))
