@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="small: defaults (minutes on a CPU); large: GPU-sized overrides")
     rp.add_argument("--only", default=None, help="comma-separated experiment names")
     rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--overwrite", action="store_true",
+                    help="replace runs in OUT/NAME of another configuration and recompute finished "
+                         "ones (default: reuse a finished run of the same configuration, refuse others)")
 
     at = sub.add_parser("atlas", parents=c, help=_HELP["atlas"], description=_HELP["atlas"] +
                         " (resumable: re-running the same command finishes what is missing).")

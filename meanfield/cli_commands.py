@@ -170,6 +170,7 @@ def _cmd_report(args) -> int:
     entries = run_report(out, size=args.size, only=only, device=device,
                          backend=_opt(args, "backend", "auto"),
                          sets=parse_report_sets(_opt(args, "set")), seed=args.seed,
+                         overwrite=args.overwrite,
                          log=lambda s: print(s, flush=True))
     print(f"wrote {os.path.join(out, 'report.html')} and {os.path.join(out, 'report.md')}")
     good = all(e.ok and e.checks[0] == e.checks[1] for e in entries)

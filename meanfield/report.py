@@ -13,8 +13,14 @@ does not stop the others. Then
 User values (``--set`` values, error messages) are escaped: ``html.escape`` in HTML, code spans
 with a fence longer than any backtick run (and ``|`` escaped in tables) in Markdown.
 The command line is ``meanfield report [--out DIR] [--size small|large] [--only NAME,...]
-[--set NAME.key=value ...]`` (:mod:`meanfield.cli`); ``--set three_atoms.flow.t_end=1e4`` sets
-one experiment's (dotted) parameter after ``--size``.
+[--set NAME.key=value ...] [--overwrite]`` (:mod:`meanfield.cli`); ``--set
+three_atoms.flow.t_end=1e4`` sets one experiment's (dotted) parameter after ``--size``.
+
+A report never destroys a run: ``OUT/<name>/`` holding a finished run of the same configuration
+(a previous report's) is reused as it is, an unfinished one resumes; a run of another configuration,
+or a directory that is not a run, refuses the whole report before anything runs, unless
+``--overwrite`` (which replaces runs of another configuration and recomputes finished ones, and
+still never touches a directory that is not a run).
 """
 
 from __future__ import annotations
@@ -128,7 +134,7 @@ _parse_sets = parse_report_sets  # older name
 
 def run_report(out: str | Path = "report", *, size: str = "small", only: Optional[Sequence[str]] = None,
                device: str = "cpu", backend: str = "auto", sets: Optional[Mapping[str, Mapping[str, Any]]] = None,
-               seed: int = 0, log=None) -> list[ReportEntry]:
+               seed: int = 0, log=None, overwrite: bool = False) -> list[ReportEntry]:
     """Run the experiments into ``out/<name>/`` and write ``out/report.html`` and ``out/report.md``.
 
     Args:
@@ -139,16 +145,22 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
         sets: ``{name: {key: value}}`` overrides applied after ``size``.
         seed: base seed of every run.
         log: a callable receiving progress lines (default: nothing).
+        overwrite: replace runs in ``out/<name>/`` of another configuration and recompute finished
+            runs of the same one (default: reuse those, refuse the others).
 
     Returns:
         one :class:`ReportEntry` per experiment, in run order.
 
     Raises:
         ValueError: unknown size or experiment name, a ``--set`` for an experiment not run, or a
-            parameter the experiment does not have (checked before anything runs).
+            parameter the experiment does not have, an empty ``out`` (checked before anything runs).
+        FileExistsError: ``out/<name>/`` holds a run of another configuration (without
+            ``overwrite``) or files that are not a run (checked before anything runs).
     """
     from .study.experiment import get_experiment, list_experiments, resolve_config
-    from .study.rundir import _check_backend, check_device, run_experiment
+    from .study.rundir import (RunFiles, _check_backend, check_device, check_out, inspect_out,
+                               plot_run, refusal, run_experiment, run_record)
+    check_out(out)
     check_device(device)
     _check_backend(backend)
     if size not in ("small", "large"):
@@ -177,6 +189,34 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
             resolve_config(exp, ov)  # fail fast on a typo in --set
         plans.append((name, exp, ov, None, ""))
     out = Path(out)
+    # what each OUT/<name> holds: reuse the same finished run, refuse to replace another's
+    reuse, refused = set(), []
+    for name, exp, ov, err, _ in plans:
+        if err is not None:
+            continue
+        try:
+            rec = run_record(name, resolve_config(exp, ov), seed=seed, device=device, backend=backend)
+        except Exception:  # noqa: BLE001 - recorded as this experiment's failure when it runs
+            continue
+        kind, detail, _old = inspect_out(out / name, rec)
+        if kind == "finished" and not detail and not overwrite:
+            reuse.add(name)
+            continue
+        if refusal(out / name, kind, detail, overwrite=overwrite) is None:
+            continue
+        if kind == "sweep":
+            refused.append((f"{out / name} is a sweep directory", False))
+        elif kind == "foreign":
+            refused.append((f"{out / name} is not a meanfield run directory ({detail})", False))
+        else:
+            refused.append((f"{out / name} holds a{'n' if kind == 'unfinished' else ''} {kind} run "
+                            f"of another configuration (differs in {'; '.join(detail[:4])})", True))
+    if refused:
+        fix = ("choose another --out for the report, or pass --overwrite to replace those runs"
+               if all(ok for _, ok in refused) else
+               "choose another --out for the report (--overwrite only replaces runs meanfield wrote)")
+        raise FileExistsError(f"report --out {out} refused, nothing was run: "
+                              f"{'; '.join(w for w, _ in refused)}; {fix}")
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, exp, ov, err, trace in plans:
@@ -189,10 +229,26 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
         try:
             if err is not None:
                 raise err
-            res = run_experiment(name, ov, out=out / name, device=device, backend=backend, seed=seed,
-                                 progress=False, overwrite=True)
-            e.summary = dict(res.summary)
-            e.figures = tuple(str(f) for f in res.figures)
+            if name in reuse:  # a previous report's finished run of this configuration
+                run = RunFiles.load(out / name)
+                figs = run.record.get("figures")
+                if not isinstance(figs, list):  # recorded by an older version: draw them again
+                    try:
+                        figs = plot_run(out / name)
+                    except Exception as exc:  # noqa: BLE001 - the run is finished; no figures
+                        figs = []
+                        if log:
+                            log(f"[report] {name}: figures not drawn ({type(exc).__name__}: {exc})")
+                e.summary = dict(run.summary)
+                e.figures = tuple(str(f) for f in figs if (out / name / str(f)).is_file())
+                if log:
+                    log(f"[report] {name}: reusing the finished run in {out / name} "
+                        "(--overwrite recomputes it)")
+            else:
+                res = run_experiment(name, ov, out=out / name, device=device, backend=backend,
+                                     seed=seed, progress=False, overwrite=overwrite)
+                e.summary = dict(res.summary)
+                e.figures = tuple(str(f) for f in res.figures)
         except Exception as exc:  # noqa: BLE001 - one failure must not stop the report
             e.error = f"{type(exc).__name__}: {exc}"
             e.trace = trace or traceback.format_exc(limit=8)

@@ -186,3 +186,149 @@ def test_a_stale_lock_is_taken_over_by_exactly_one_of_many(tmp_path):
     for (a0, a1), (b0, b1) in zip(held, held[1:]):
         assert a1 <= b0, f"two owners at once: {held}"     # never two holders at the same time
     assert not (out / ".lock").exists()
+
+
+# ----------------------------------------------------------------------------- nothing not ours is lost
+def _plot_named(run):
+    """A 'figure' whose name depends on the configuration (no matplotlib: fast)."""
+    name = f"fig_x{run.config.x:g}.png"
+    (run.path / name).write_bytes(b"not really a png")
+    return [name]
+
+
+@pytest.fixture
+def toy_plot():
+    register_experiment(Experiment("rundir_toy_plot", "toy", ToyConfig, _run, plot=_plot_named),
+                        overwrite=True)
+    yield "rundir_toy_plot"
+    unregister_experiment("rundir_toy_plot")
+
+
+def _files(d):
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _cli_err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("meanfield: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_overwrite_never_deletes_a_users_files(tmp_path, toy_plot, capsys):
+    from meanfield.cli import main
+    # a folder of the user's (no run record): refused, even with --overwrite; nothing touched
+    d = tmp_path / "myfigs"
+    d.mkdir()
+    (d / "paper_fig1.png").write_text("x")
+    (d / "history.csv").write_text("mine")
+    before = _files(d)
+    for overwrite in (True, False):
+        with pytest.raises(FileExistsError, match="not a meanfield run directory.*paper_fig1.png"):
+            run_experiment(toy_plot, out=d, overwrite=overwrite)
+    assert main(["run", toy_plot, "--out", str(d), "--overwrite"]) == 2
+    err = _cli_err(capsys)
+    assert str(d) in err and "paper_fig1.png" in err and "choose another --out" in err
+    assert _files(d) == before
+    # a config.json that is not a run record: not "an unfinished run of another configuration"
+    (d / "config.json").write_text('{"lr": 0.1}')
+    before = _files(d)
+    with pytest.raises(FileExistsError, match="config.json is not a meanfield run record") as e:
+        run_experiment(toy_plot, out=d)
+    assert "unfinished run" not in str(e.value)
+    with pytest.raises(FileExistsError, match="not a meanfield run directory"):
+        run_experiment(toy_plot, out=d, overwrite=True)
+    assert _files(d) == before
+    # a run directory: --overwrite deletes the files the run recorded, never a file added later
+    r = tmp_path / "run"
+    run_experiment(toy_plot, {"x": 2.0}, out=r)
+    rec = json.loads((r / "config.json").read_text())
+    assert rec["figures"] == ["fig_x2.png"]
+    assert set(rec["files"]) == {"config.json", "history.csv", "summary.json", "fig_x2.png"}
+    (r / "notes.png").write_text("mine")
+    run_experiment(toy_plot, {"x": 3.0}, out=r, overwrite=True)
+    assert sorted(p.name for p in r.iterdir()) == ["config.json", "fig_x3.png", "history.csv",
+                                                  "notes.png", "summary.json"]
+    assert (r / "notes.png").read_text() == "mine"
+    assert json.loads((r / "config.json").read_text())["parameters"]["x"] == 3.0
+
+
+def test_an_empty_out_is_refused(tmp_path, toy, monkeypatch, capsys):
+    from meanfield.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.png").write_text("x")
+    with pytest.raises(ValueError, match="--out is empty"):
+        run_experiment(toy, out="", overwrite=True)
+    for argv in (["run", toy, "--out", "", "--overwrite"], ["run", toy, "--out", " "],
+                 ["report", "--only", toy, "--out", ""]):
+        assert main(argv) == 2
+        assert "--out is empty" in _cli_err(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
+
+
+def test_report_never_replaces_a_run_of_another_configuration(tmp_path, toy_plot, capsys):
+    from meanfield.cli import main
+    run_experiment(toy_plot, {"x": 0.5}, out=tmp_path / toy_plot)   # the user's own run
+    before = _files(tmp_path / toy_plot)
+    assert main(["report", "--only", toy_plot, "--out", str(tmp_path)]) == 2
+    err = _cli_err(capsys)
+    assert str(tmp_path / toy_plot) in err and "another configuration" in err
+    assert "parameters.x (0.5 there, 1.0 now)" in err and "--overwrite" in err
+    assert _files(tmp_path / toy_plot) == before
+    assert not (tmp_path / "report.md").exists()          # refused before anything ran
+    # an unfinished run of another configuration is refused the same way
+    (tmp_path / toy_plot / "summary.json").unlink()
+    before = _files(tmp_path / toy_plot)
+    assert main(["report", "--only", toy_plot, "--out", str(tmp_path)]) == 2
+    assert "unfinished run of another configuration" in _cli_err(capsys)
+    assert _files(tmp_path / toy_plot) == before
+    # a folder that is not a run: refused even with --overwrite
+    (tmp_path / "o" / toy_plot).mkdir(parents=True)
+    (tmp_path / "o" / toy_plot / "mine.txt").write_text("x")
+    assert main(["report", "--only", toy_plot, "--out", str(tmp_path / "o"), "--overwrite"]) == 2
+    assert "not a meanfield run directory" in _cli_err(capsys)
+    assert (tmp_path / "o" / toy_plot / "mine.txt").read_text() == "x"
+    # --overwrite replaces a run (of another configuration) explicitly
+    assert main(["report", "--only", toy_plot, "--out", str(tmp_path), "--overwrite"]) == 0
+    assert json.loads((tmp_path / toy_plot / "config.json").read_text())["parameters"]["x"] == 1.0
+
+
+def test_report_into_its_own_previous_output_reuses_it(tmp_path, toy_plot, capsys):
+    from meanfield.cli import main
+    argv = ["report", "--only", toy_plot, "--out", str(tmp_path), "--set", f"{toy_plot}.x=2"]
+    assert main(argv) == 0
+    run_dir = tmp_path / toy_plot
+    before = _files(run_dir)
+    (tmp_path / "report.md").unlink()
+    assert main(argv) == 0
+    assert "reusing the finished run" in capsys.readouterr().out
+    assert _files(run_dir) == before                       # the finished run is kept as it was
+    md = (tmp_path / "report.md").read_text()
+    assert "| y | 4 |" in md and f"({toy_plot}/fig_x2.png)" in md
+    # an unfinished run of the same configuration resumes (here: runs again) and finishes
+    (run_dir / "summary.json").unlink()
+    assert main(argv) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["y"] == 4.0
+    # --overwrite recomputes it in place
+    assert main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(before)
+
+
+def _run_draws_then_fails(cfg, ctx):
+    (ctx.out / "early.png").write_text("drawn inside the run")
+    if cfg.x < 0:
+        raise ValueError("x must be >= 0")
+    return ExperimentResult({"y": cfg.x}, [{"t": 0.0}])
+
+
+def test_a_run_failing_after_writing_a_file_leaves_no_orphan(tmp_path):
+    register_experiment(Experiment("rundir_toy_early", "toy", ToyConfig, _run_draws_then_fails),
+                        overwrite=True)
+    try:
+        out = tmp_path / "e"
+        with pytest.raises(ValueError, match="x must be"):
+            run_experiment("rundir_toy_early", {"x": -1.0}, out=out)
+        assert not out.exists()            # no file without a run record: the corrected command runs
+        run_experiment("rundir_toy_early", {"x": 1.0}, out=out)
+        assert "early.png" in json.loads((out / "config.json").read_text())["files"]
+    finally:
+        unregister_experiment("rundir_toy_early")
