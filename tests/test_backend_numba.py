@@ -283,3 +283,39 @@ def test_bench_step_is_the_flow_step():
         ref.b.add_(vb, alpha=DT)
         for t in ("a", "w", "b"):
             assert rel(getattr(parts, t), getattr(ref, t)) < 1e-12
+
+
+def test_kernel_cache_corrupt_or_shared_folder(tmp_path):
+    """A truncated generated module or numba index in the kernel cache is rebuilt (it gave a
+    SyntaxError / UnpicklingError); a folder others can write is not used (numba's cache files
+    are pickles), with a warning naming it."""
+    import os
+    import subprocess
+    import sys
+    code = ("import torch, meanfield as mf; from meanfield.backends import get_backend; "
+            "a = mf.activations.get_activation('relu'); "
+            "print(get_backend('numba').outputs(a, torch.ones(1, 3, 1), torch.ones(1, 3, 1), "
+            "torch.zeros(1, 3), torch.ones(1, 2, 1)).sum().item())")
+    env = {**os.environ, "MEANFIELD_CACHE_DIR": str(tmp_path)}
+
+    def run():
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0 and r.stdout.strip() == "2.0", r.stderr[-1500:]
+        return r.stderr
+
+    run()
+    k = tmp_path / "numba_kernels"
+    mods = list(k.glob("mf_relu_float32_*.py"))
+    assert len(mods) == 1
+    mods[0].write_text(mods[0].read_text()[:300])
+    run()
+    assert "def outputs_kernel" in mods[0].read_text()      # rewritten whole
+    idx = list((k / "__pycache__").glob("*.nbi"))
+    assert idx
+    for p in idx:
+        p.write_bytes(p.read_bytes()[:20])
+    run()
+    os.chmod(k, 0o777)
+    assert "writable by group or others" in run()
+    os.chmod(k, 0o700)

@@ -41,6 +41,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import numba_math
@@ -96,6 +97,68 @@ def _njit(**kw):
 '''
 
 
+def _unsafe(folder: Path) -> str:
+    """Why ``folder`` must not hold numba's cache ('' when it may): numba unpickles its index
+    files, so a folder another user can write could make this process run their code."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    st = probe.stat()
+    if probe != folder and st.st_mode & 0o1000:
+        return ""  # a sticky folder such as /tmp: the cache folder made in it is this user's
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"{probe} belongs to another user"
+    if st.st_mode & 0o022:
+        return f"{probe} is writable by group or others (mode {oct(st.st_mode & 0o777)})"
+    return ""
+
+
+def _load_cached(name: str, folder: Path, text: str):
+    """Import the generated module ``name`` from ``folder``, (re)writing it unless it holds
+    exactly ``text`` (a truncated file is rewritten, never imported)."""
+    path = folder / f"{name}.py"
+    if not path.exists() or path.read_text() != text:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    _check_entries(name, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+        out = mod.outputs_kernel, mod.velocities_kernel
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return out
+
+
+def _check_entries(name: str, folder: Path) -> None:
+    """Drop numba's cache entries of ``name`` if an index file does not read back (a truncated
+    one made numba fail at the first call, not at import). Only called on a folder that
+    :func:`_unsafe` passed: reading them is what numba would do."""
+    import pickle
+    for p in (folder / "__pycache__").glob(f"{name}.*.nbi"):
+        try:
+            with open(p, "rb") as fh:
+                pickle.load(fh)
+                pickle.loads(fh.read())
+        except Exception:
+            _purge(name, folder)
+            return
+
+
+def _purge(name: str, folder: Path) -> None:
+    """Delete the generated module ``name`` and numba's cache entries of it."""
+    for p in [folder / f"{name}.py", *(folder / "__pycache__").glob(f"{name}.*")]:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
 def build_kernels(act, np_dtype):
     """The (outputs, velocities) kernel pair of ``act`` for arrays of ``np_dtype``.
 
@@ -105,22 +168,28 @@ def build_kernels(act, np_dtype):
     dtype = np.dtype(np_dtype).name
     if act.builtin:
         name = f"mf_{act.name}_{dtype}_{_source_hash(act)}"
-        try:
-            path = _cache_dir() / f"{name}.py"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(_MODULE.format(name=act.name, dtype=dtype, block=bool(act.numba.cheap),
-                                            homog=bool(act.homogeneous))
-                               + KERNEL_SOURCE)
-                os.replace(tmp, path)
-            spec = importlib.util.spec_from_file_location(name, path)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod
-            spec.loader.exec_module(mod)
-            return mod.outputs_kernel, mod.velocities_kernel
-        except OSError:  # pragma: no cover - read-only home: compile without the disk cache
-            pass
+        text = _MODULE.format(name=act.name, dtype=dtype, block=bool(act.numba.cheap),
+                              homog=bool(act.homogeneous)) + KERNEL_SOURCE
+        folder = _cache_dir()
+        why = _unsafe(folder)
+        if why:
+            warnings.warn(f"numba kernel cache {folder} not used ({why}): numba's cache files are "
+                          "pickles, which run code when loaded; kernels are compiled in this "
+                          "process instead. Use a folder only you can write (MEANFIELD_CACHE_DIR).",
+                          stacklevel=2)
+        else:
+            try:
+                return _load_cached(name, folder, text)
+            except OSError:  # pragma: no cover - read-only home: compile without the disk cache
+                pass
+            except Exception as e:  # a truncated or corrupt cache entry: rebuild it once
+                _purge(name, folder)
+                try:
+                    return _load_cached(name, folder, text)
+                except Exception as e2:  # pragma: no cover - still broken: compile here
+                    warnings.warn(f"numba kernel cache {folder} unusable ({type(e).__name__}: {e}; "
+                                  f"then {type(e2).__name__}: {e2}); compiling in this process. "
+                                  f"Delete {folder} to reset it.", stacklevel=2)
     sig, dsig = jit_scalar(act.numba.make(np_dtype))
     env = {"np": np, "sig": sig, "dsig": dsig, "BLOCK": bool(act.numba.cheap),
            "WIDE_OUT": WIDE_OUT, "WIDE_VEL": WIDE_VEL,
