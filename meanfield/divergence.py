@@ -22,7 +22,13 @@ For training (:func:`meanfield.deep.train.train`), :class:`EpochMonitor` watches
 objective (mean mini-batch data term plus the weight-decay penalty at the end of the epoch): it
 raises when it is NaN/inf, or when it rose at ``window`` consecutive epochs and by more than
 ``rtol`` (relative) over those epochs in total; SGD noise makes single rises common, hence the
-lenient training defaults ``DivergenceCheck(window=5, rtol=0.5)``.
+lenient training defaults ``DivergenceCheck(window=5, rtol=0.5)``. It also raises at once when
+the objective jumps by orders of magnitude: above ``TRAIN_JUMP * max(best, TRAIN_FLOOR * R_0)``
+(``best`` the smallest epoch objective so far and the initial objective ``R_0`` included, so
+``1e3`` times the best, but never below ``10 R_0``). A too large learning rate with Adam sends the
+objective up 1e4-1e13 fold in an epoch and then lets it sit there, finite and slowly falling, so
+neither NaN nor a run of rises shows it; the floor keeps the spikes that Adam makes and recovers
+from once a loss is near zero from counting.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ __all__ = ["DivergenceError", "DivergenceCheck", "FlowMonitor", "EpochMonitor"]
 
 FLOW_FIX = "use a smaller step: reduce flow.dt / dt_max, or use stepping='log' with a smaller ds"
 TRAIN_FIX = "lower the learning rate (train.lr) or add weight decay"
+TRAIN_JUMP = 1e3  # training: raise once the epoch objective exceeds this times its best so far,
+TRAIN_FLOOR = 1e-2  # with the best floored at this times the initial objective (EpochMonitor)
 
 
 class DivergenceError(RuntimeError, FloatingPointError):
@@ -156,26 +164,48 @@ class FlowMonitor:
 
 
 class EpochMonitor:
-    """Epoch-mean objective watch of a training run (see the module docstring)."""
+    """Epoch-mean objective watch of a training run (see the module docstring).
 
-    def __init__(self, check: DivergenceCheck):
+    Args:
+        check: the thresholds (``check.enabled`` False keeps only the NaN/inf test).
+        start: the objective before the first step (None: the first epoch's value is the start).
+        jump: the factor over the best objective so far that raises at once (``inf`` disables).
+        floor: the best objective is taken as at least ``floor * start`` in the jump rule.
+    """
+
+    def __init__(self, check: DivergenceCheck, *, start: Optional[float] = None,
+                 jump: float = TRAIN_JUMP, floor: float = TRAIN_FLOOR):
         self.check = check
         self.values: list[float] = []
+        self.jump = float(jump)
+        self.floor = float(floor)
+        self.start = float(start) if start is not None and math.isfinite(start) else None
+        self.best: Optional[float] = self.start
 
     def observe(self, value: float, *, epoch: int, step: int) -> None:
         """Take the epoch-mean objective of ``epoch``.
 
         Raises:
-            DivergenceError: naming the epoch, the step and the fix.
+            DivergenceError: naming the epoch, the step, the values and the fix.
         """
         why = None
         if not math.isfinite(value):
             why = f"the epoch-mean objective is {value}"
         elif self.check.enabled:
+            if self.best is None and self.values:  # a resume from a checkpoint without its best
+                self.best = min(self.values)
+            if self.start is None:
+                self.start = value
+            ref = max(self.best if self.best is not None else value, self.floor * abs(self.start))
+            if ref > 0 and value > self.jump * ref:  # (a registered loss may be negative)
+                start = f", {self.start:.6g} at the start" if self.start != self.best else ""
+                why = (f"the epoch-mean objective jumped to {value:.6g}, more than {self.jump:.3g} "
+                       f"times its best so far ({self.best:.6g}{start})")
+            self.best = value if self.best is None else min(self.best, value)
             self.values.append(value)
             w = self.check.window
             last = self.values[-(w + 1):]
-            if len(last) == w + 1 and all(b > a for a, b in zip(last, last[1:])) \
+            if why is None and len(last) == w + 1 and all(b > a for a, b in zip(last, last[1:])) \
                     and last[-1] - last[0] > self.check.rtol * abs(last[0]):
                 why = (f"the epoch-mean objective rose at {w} consecutive epochs, from "
                        f"{last[0]:.6g} to {last[-1]:.6g}")

@@ -45,6 +45,8 @@ class Loss:
         min_outputs: the smallest k it accepts.
         unbounded: True when minimisers run off to infinity without weight decay
             (exponential-type losses; log-time stepping is then advised).
+        signed_single: True when, with k = 1, the target is the sign ``xi = 2 y - 1`` (``mse``):
+            one output then needs 2 classes (labels 0, 1).
     """
 
     name: str
@@ -53,6 +55,7 @@ class Loss:
     binary: bool = False
     min_outputs: int = 1
     unbounded: bool = False
+    signed_single: bool = False
 
     def check(self, k: int, num_classes: int) -> None:
         """Raise a ValueError when this loss cannot be used with k outputs and C classes."""
@@ -63,6 +66,9 @@ class Loss:
         if k < self.min_outputs:
             raise ValueError(f"loss {self.name!r} needs at least {self.min_outputs} outputs, got {k}; "
                              "use one output per class")
+        if self.signed_single and k == 1 and num_classes > 2:
+            raise ValueError(f"loss {self.name!r} with 1 output needs 2 classes (±1 targets); got "
+                             f"{num_classes} classes: use {num_classes} outputs (k = {num_classes})")
         if not self.binary and k >= 2 and num_classes > k:
             raise ValueError(f"{num_classes} classes but only {k} outputs for loss {self.name!r}")
 
@@ -120,7 +126,7 @@ LOSSES: Registry = Registry("loss", check=_check_loss,
 for _l in (Loss("exponential", _exp_value, _exp_grad, binary=True, unbounded=True),
            Loss("logistic", _logistic_value, _logistic_grad, binary=True, unbounded=True),
            Loss("cross_entropy", _ce_value, _ce_grad, min_outputs=2, unbounded=True),
-           Loss("mse", _mse_value, _mse_grad)):
+           Loss("mse", _mse_value, _mse_grad, signed_single=True)):
     LOSSES.register(_l.name, _l, builtin=True)
 
 

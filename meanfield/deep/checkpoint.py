@@ -69,6 +69,7 @@ class TrainCheckpoint:
         self._last = time.monotonic()
         self._monitor = None
         self._monitor_values: Optional[list] = None
+        self._monitor_best: Optional[float] = None
 
     # ------------------------------------------------------------------ used by train()
     def begin(self, model, samples, config) -> None:
@@ -77,10 +78,17 @@ class TrainCheckpoint:
         self._last = time.monotonic()
 
     def attach(self, monitor) -> None:
-        """Save and restore the window of a divergence monitor (``monitor.values``) with the run."""
+        """Save and restore the window of a divergence monitor (``monitor.values``) and its best
+        value so far (``monitor.best``) with the run."""
         self._monitor = monitor
         if self._monitor_values is not None and hasattr(monitor, "values"):
             monitor.values = list(self._monitor_values)
+        if hasattr(monitor, "best"):
+            if self._monitor_best is not None:
+                monitor.best = self._monitor_best
+            elif self._monitor_values:  # a checkpoint from before the best was saved
+                monitor.best = min(self._monitor_values + ([monitor.best] if monitor.best is not None
+                                                           else []))
 
     def restore(self, model, opt, sched, gen: torch.Generator) -> Optional[dict]:
         """Load the saved state into ``model``, ``opt``, ``sched`` and ``gen`` if a checkpoint of
@@ -118,6 +126,8 @@ class TrainCheckpoint:
         torch.random.set_rng_state(saved["torch_rng"])
         mon = saved.get("monitor")
         self._monitor_values = [float(v) for v in mon] if mon is not None else None
+        best = saved.get("monitor_best")
+        self._monitor_best = float(best) if best is not None else None
         return {"epoch": int(saved["epoch"]), "steps": int(saved["steps"]), "done": bool(saved["done"]),
                 "history": list(saved["history"]),
                 "features": {int(k): v for k, v in saved["features"].items()}}
@@ -143,6 +153,7 @@ class TrainCheckpoint:
             "history": _cpu(list(history)), "features": {int(k): _cpu(v) for k, v in features.items()},
             "monitor": [float(v) for v in getattr(self._monitor, "values", [])]
             if self._monitor is not None else None,
+            "monitor_best": getattr(self._monitor, "best", None) if self._monitor is not None else None,
         }
         atomic_torch_save(payload, self.path)
         self._last = time.monotonic()

@@ -59,9 +59,11 @@ class TrainConfig:
         log_every: compute the full-training-set loss/accuracy row every this many epochs.
         eval_batch: batch size of feature extraction and evaluation.
         divergence: blow-up check on the epoch-mean objective (mean mini-batch data term plus
-            the penalty): NaN/inf, or ``window`` consecutive rising epochs with a total rise
-            above ``rtol`` (relative) raise a DivergenceError (see :mod:`meanfield.divergence`;
-            ``DivergenceCheck(enabled=False)`` keeps only the NaN/inf test).
+            the penalty): NaN/inf, ``window`` consecutive rising epochs with a total rise
+            above ``rtol`` (relative), or a jump to more than 1e3 times its best value so far
+            (and 10 times the initial one) raise a DivergenceError (see
+            :mod:`meanfield.divergence`; ``DivergenceCheck(enabled=False)`` keeps only the
+            NaN/inf test).
     """
 
     optimizer: str = "sgd"
@@ -292,9 +294,9 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
 
     Raises:
         ValueError: bad data (NaN, wrong shapes, incompatible loss), bad configuration.
-        DivergenceError: the loss became NaN/inf or the epoch-mean objective kept rising
-            (``config.divergence``; the message names the epoch and says to lower the lr). It is
-            also a FloatingPointError, what this raised before.
+        DivergenceError: the loss became NaN/inf, or the epoch-mean objective kept rising or
+            jumped by orders of magnitude (``config.divergence``; the message names the epoch and
+            says to lower the lr). It is also a FloatingPointError, what this raised before.
     """
     p0 = next(model.parameters())
     samples = as_samples(samples, dtype=p0.dtype, device=p0.device)
@@ -350,7 +352,9 @@ def train(model: nn.Module, samples, config: TrainConfig = TrainConfig(), *,
         log(0, force=True)
         keep_features(0)
     decays = _layer_decays(model, config)
-    monitor = EpochMonitor(config.divergence)
+    # the jump rule's start: the objective before the first step (row 0, kept by a resume too)
+    start0 = history[0].get("objective") if history and history[0]["epoch"] == 0 else None
+    monitor = EpochMonitor(config.divergence, start=start0)
     if checkpoint is not None:
         checkpoint.attach(monitor)  # its window of epoch objectives is saved and restored too
     stop = False
