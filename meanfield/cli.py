@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
                    help="run points that share shapes as one batched system (default on)")
     s.add_argument("--batch-size", type=int, default=64, help="most systems per batch (default 64)")
+    s.add_argument("--max-points", type=int, default=100_000,
+                   help="refuse a grid of more points (values x seeds; default 100000)")
     s.add_argument("--retry-failed", action="store_true", help="recompute points recorded as failed")
     s.add_argument("--metric", default=None, help="summary number of the phase diagram (|name| for its absolute value)")
     s.add_argument("--threshold", type=float, default=None, help="the value called 'collapsed'")

@@ -137,7 +137,8 @@ def _cmd_sweep(args) -> int:
                 scheduler=args.scheduler, batch=args.batch, batch_size=args.batch_size,
                 device=_opt(args, "device", "cpu"), backend=_opt(args, "backend", "auto"),
                 progress=False if args.quiet else None, retry_failed=args.retry_failed,
-                metric=args.metric, threshold=args.threshold, dask_timeout=args.dask_timeout)
+                metric=args.metric, threshold=args.threshold, dask_timeout=args.dask_timeout,
+                max_points=args.max_points)
     print(f"sweep {args.name}: {res.computed} point(s) computed, {res.skipped} already done, "
           f"{res.failed} failed -> {res.out / 'results.csv'}")
     if res.failed:

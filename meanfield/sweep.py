@@ -38,8 +38,8 @@ from typing import Any, Mapping, Optional, Sequence
 from .study.lock import DirLock, LockedError
 from .sweep_exec import DaskTimeoutError, Point, execute, make_units
 from .record import write_json
-from .sweep_io import (check_identity, load_results, plain, read_points, read_spec, under_axis,
-                       update_spec, write_table)
+from .sweep_io import (check_identity, check_points_identity, load_results, plain, read_points,
+                       read_spec, under_axis, update_spec, write_table)
 
 __all__ = ["Axis", "SweepResult", "SweepLockedError", "DaskTimeoutError", "parse_grid", "sweep",
            "load_results", "plot_dir", "flat_params"]
@@ -109,7 +109,11 @@ def _typed(exp, base, key: str, value):
     return v.name if hasattr(v, "params") and hasattr(v, "name") else v
 
 
-def parse_grid(exp, key: str, spec, base=None) -> Axis:
+#: the most points (values x seeds) a sweep plans without ``max_points`` raised
+MAX_POINTS = 100_000
+
+
+def parse_grid(exp, key: str, spec, base=None, limit: Optional[int] = None) -> Axis:
     """An axis from ``v1,v2,...``, ``start:stop:num[:log]`` or a sequence of values.
 
     Args:
@@ -117,6 +121,8 @@ def parse_grid(exp, key: str, spec, base=None) -> Axis:
         key: a dotted key of its config (``meanfield list -v NAME`` lists them).
         spec: the values.
         base: the config the values apply to (default: the experiment's defaults).
+        limit: the most values a range may have (default :data:`MAX_POINTS`): checked before
+            any value is built.
 
     Raises:
         ValueError: unknown parameter, unparsable value, bad range.
@@ -138,6 +144,10 @@ def parse_grid(exp, key: str, spec, base=None) -> Axis:
             raise ValueError(f"range for {key} needs numbers, got {spec!r}") from None
         if num < 1:
             raise ValueError(f"range for {key}: num must be >= 1, got {num}")
+        if num > (MAX_POINTS if limit is None else limit):
+            raise ValueError(f"range for {key} has {num:,} values, more than max_points = "
+                             f"{MAX_POINTS if limit is None else limit:,}: use fewer values, or "
+                             "raise the limit with --max-points")
         log_ = len(parts) == 4 and parts[3] == "log"
         if log_ and (a <= 0 or b <= 0):
             raise ValueError(f"log range for {key} needs positive ends, got {spec!r}")
@@ -158,7 +168,7 @@ def parse_grid(exp, key: str, spec, base=None) -> Axis:
     return Axis(key, tuple(vals), log_)
 
 
-def _axes(exp, grid, base) -> list[Axis]:
+def _axes(exp, grid, base, limit: Optional[int] = None) -> list[Axis]:
     if isinstance(grid, (list, tuple)):
         items = []
         for g in grid:
@@ -171,7 +181,7 @@ def _axes(exp, grid, base) -> list[Axis]:
                 items.append((k.strip(), v.strip()))
     else:
         items = list((grid or {}).items())
-    axes = [v if isinstance(v, Axis) else parse_grid(exp, k, v, base) for k, v in items]
+    axes = [v if isinstance(v, Axis) else parse_grid(exp, k, v, base, limit) for k, v in items]
     keys = [a.key for a in axes]
     if len(set(keys)) != len(keys):
         raise ValueError(f"a parameter appears on two grid axes: {keys}")
@@ -204,7 +214,8 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
           batch: bool = True, batch_size: int = 64, device: str = "cpu", backend: str = "auto",
           progress: Optional[bool] = None, retry_failed: bool = False, plot: bool = True,
           metric: Optional[str] = None, threshold: Optional[float] = None,
-          plugins: Optional[Sequence[str]] = None, dask_timeout: float = 300.0) -> SweepResult:
+          plugins: Optional[Sequence[str]] = None, dask_timeout: float = 300.0,
+          max_points: int = MAX_POINTS) -> SweepResult:
     """Run a registered experiment over a grid of parameters and seeds (resumable).
 
     Args:
@@ -225,6 +236,10 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
         plugins: plugin specs workers load first (default: every plugin loaded in this process).
         dask_timeout: seconds a Dask sweep waits with no worker before it stops.
 
+        max_points: refuse a grid of more points (values x seeds) than this, before planning
+            any (planning alone takes ~1.5 ms a point; a typo such as ``0:1:1000000`` would
+            run for hours): split it, or raise the limit (``--max-points``).
+
     Returns:
         :class:`SweepResult`.
 
@@ -241,7 +256,7 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
     exp = get_experiment(name)
     fixed = dict(fixed or {})
     base_cfg = resolve_config(exp, fixed)
-    axes = _axes(exp, grid, base_cfg)
+    axes = _axes(exp, grid, base_cfg, max_points)
     if not axes:
         raise ValueError("give at least one --grid key=values")
     both = [a.key for a in axes if a.key in fixed]
@@ -254,6 +269,12 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
         check_seed(s)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size (--batch-size) must be an integer >= 1, got {batch_size!r}")
+    count = math.prod(len(a.values) for a in axes) * len(seed_list)
+    if count > max_points:
+        shape = " x ".join(f"{len(a.values)} {a.key}" for a in axes)
+        raise ValueError(f"the grid has {count:,} points ({shape} x {len(seed_list)} seed(s)), "
+                         f"more than max_points = {max_points:,}: split it into smaller sweeps "
+                         "on the same --out, or raise the limit with --max-points")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not dask_timeout > 0:
@@ -264,6 +285,8 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
     base = {k: plain(v) for k, v in flat_params(base_cfg).items()}
     fixed_resolved = {k: base.get(k) for k in fixed}
     plugins = loaded_plugins() if plugins is None else list(plugins)
+    if out is not None and not str(out).strip():
+        raise ValueError("--out is empty; give the sweep's directory (default sweeps/NAME)")
     out = check_out(Path(out) if out is not None else Path("sweeps") / name)
     if (out / "config.json").exists() and not (out / "sweep.json").exists():
         raise ValueError(f"--out {out} is a run directory; a sweep needs its own directory "
@@ -272,6 +295,8 @@ def sweep(name: str, grid, *, seeds: int | Sequence[int] = 1, seed: int = 0,
         spec = read_spec(out)
         check_identity(out, spec, name, fixed_resolved, base, [a.key for a in axes])
         recs = read_points(out)
+        if spec is None and recs:
+            check_points_identity(out, recs, base, [a.key for a in axes])
         update_spec(out, spec, name, axes, fixed_resolved, base, seed_list,
                     {"device": device, "backend": backend, "batch": batch, "plugins": plugins,
                      "params": list(base)})

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from .record import read_history, write_history, write_json
 
 __all__ = ["under_axis", "read_json", "read_points", "check_point", "rows", "write_table", "load_results",
-           "read_spec", "check_identity", "update_spec", "plain", "FIRST"]
+           "read_spec", "check_identity", "check_points_identity", "update_spec", "plain", "FIRST"]
 
 FIRST = ("id", "seed", "status", "error")
 
@@ -35,7 +35,8 @@ def under_axis(key: str, axes) -> bool:
     return any(key == a or key.startswith(a + ".") for a in axes)
 
 
-def read_json(path: Path, what: str):
+def read_json(path: Path, what: str,
+              fix: str = "delete it (a point file is recomputed) or choose another --out"):
     """Parse a JSON file. Raises ValueError naming the file when it is unreadable or corrupt."""
     try:
         text = path.read_text()
@@ -44,8 +45,8 @@ def read_json(path: Path, what: str):
     try:
         return json.loads(text)
     except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); it should hold the {what}: delete it "
-                         "(a point file is recomputed) or choose another --out") from None
+        raise ValueError(f"{path} is not valid JSON ({e}); it should hold the {what}: "
+                         f"{fix}") from None
 
 
 def check_point(rec, path: Path) -> dict:
@@ -144,7 +145,9 @@ def read_spec(out: Path) -> dict | None:
     path = out / "sweep.json"
     if not path.exists():
         return None
-    spec = read_json(path, "sweep description")
+    spec = read_json(path, "sweep description (the experiment and its fixed parameters)",
+                     "delete it; the next sweep on this directory rebuilds it and checks its "
+                     "fixed parameters against the point files")
     if not isinstance(spec, dict) or not isinstance(spec.get("experiment"), str):
         raise ValueError(f"{path} is not a sweep description (expected an object with "
                          f"'experiment'); delete it or choose another --out")
@@ -191,6 +194,33 @@ def check_identity(out: Path, spec: dict | None, name: str, fixed: Mapping[str, 
             f"{out} holds a sweep of {name} with other fixed parameters ({'; '.join(diffs[:5])}"
             f"{'; ...' if len(diffs) > 5 else ''}); the fixed parameters are part of a sweep's "
             "identity: choose a new --out, or make the parameter a --grid axis")
+
+
+def check_points_identity(out: Path, recs: Mapping[str, dict], base: Mapping[str, Any],
+                          axes: list[str]) -> None:
+    """Without ``sweep.json`` (deleted, or a sweep from before it existed), the point files are
+    the identity: refuse a sweep whose fixed parameters differ from theirs (its rows would mix
+    with theirs in results.csv).
+
+    Raises:
+        ValueError: naming the differing parameters and the two ways on.
+    """
+    diffs: dict[str, tuple] = {}
+    for rec in recs.values():
+        params = rec.get("params", {})
+        for k in sorted(set(params) | set(base)):
+            if under_axis(k, set(axes)) or k in diffs:
+                continue
+            then, now = params.get(k, "(absent)"), plain(base.get(k, "(absent)"))
+            if json.dumps(then, sort_keys=True) != json.dumps(now, sort_keys=True):
+                diffs[k] = (then, now)
+    if diffs:
+        shown = "; ".join(f"{k} = {_show(a)} there, {_show(b)} now"
+                          for k, (a, b) in list(diffs.items())[:5])
+        raise ValueError(
+            f"{out} has no sweep.json but holds {len(recs)} point(s) with other fixed parameters "
+            f"({shown}{'; ...' if len(diffs) > 5 else ''}); their rows would mix with this "
+            "sweep's: choose a new --out, or make the parameter a --grid axis")
 
 
 def update_spec(out: Path, spec: dict | None, name: str, axes, fixed: Mapping[str, Any],

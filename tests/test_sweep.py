@@ -312,3 +312,34 @@ def test_phase_rows_are_this_identity_only():
             {"x": 2.0, "opt.k": 4.0, "lams": "0.1", "data": "a", "data.n": 5.0, "seed": 0.0},
             {"x": 2.0, "opt.k": 3.0, "lams": "0.1,0.2", "data": "a", "data.n": 5.0, "seed": 0.0}]
     assert _this_identity(rows, spec) == rows[:2]
+
+
+def test_point_files_are_the_identity_without_sweep_json(tmp_path):
+    """After sweep.json is deleted (as its corruption message advises), a sweep with other fixed
+    parameters is refused from the point files, not mixed into results.csv; a corrupt sweep.json
+    names itself, not a point file."""
+    out = tmp_path / "s"
+    sweep("three_atoms", {"data.p1": "0.5,1"}, fixed={**FIXED, "flow.t_end": 10.0}, out=out,
+          plot=False)
+    (out / "sweep.json").unlink()
+    with pytest.raises(ValueError, match=r"no sweep.json but holds 2 point\(s\).*m = 30 there, 40"):
+        sweep("three_atoms", {"data.p1": "0.5,1"}, fixed={**FIXED, "flow.t_end": 10.0, "m": 40},
+              out=out, plot=False)
+    assert len(load_results(out)) == 2
+    res = sweep("three_atoms", {"data.p1": "0.5,1,2"}, fixed={**FIXED, "flow.t_end": 10.0},
+                out=out, plot=False)                      # the same parameters: resumes
+    assert res.skipped == 2 and res.computed == 1 and (out / "sweep.json").exists()
+    (out / "sweep.json").write_text("{bad")
+    with pytest.raises(ValueError, match="sweep description.*rebuilds it"):
+        sweep("three_atoms", {"data.p1": "0.5"}, fixed=FIXED, out=out, plot=False)
+
+
+def test_huge_grid_and_empty_out_refused_before_planning(tmp_path):
+    with pytest.raises(ValueError, match="1,000,000 values, more than max_points"):
+        sweep("three_atoms", {"data.p1": "0.5:2:1000000"}, out=tmp_path / "h", plot=False)
+    with pytest.raises(ValueError, match=r"200 data.p1 x 100 data.p3 x 2 seed\(s\)"):
+        sweep("three_atoms", {"data.p1": "0.5:2:200", "data.p3": "0.5:2:100"}, seeds=2,
+              out=tmp_path / "h", plot=False, max_points=1000)
+    assert not (tmp_path / "h").exists()
+    with pytest.raises(ValueError, match="--out is empty"):
+        sweep("three_atoms", {"data.p1": "0.5,1"}, out="", plot=False)
