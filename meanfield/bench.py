@@ -430,6 +430,49 @@ def run_batched(*, systems: int = 64, m: int = 1000, n: int = 100, d: int = 2, a
     return res
 
 
+def _parse_grid(text: str) -> list[tuple]:
+    """``m,n,d[,act];...`` -> [(m, n, d, act)], every field checked (ValueError naming it)."""
+    from meanfield.activations import get_activation
+    grid = []
+    for item in (t.strip() for t in text.split(";") if t.strip()):
+        parts = [p.strip() for p in item.split(",")]
+        if len(parts) not in (3, 4):
+            raise ValueError(f"--grid entry {item!r}: expected m,n,d or m,n,d,activation "
+                             "(e.g. '1e5,1e3,2,relu')")
+        try:
+            m, n, d = (float(p) for p in parts[:3])
+        except ValueError:
+            raise ValueError(f"--grid entry {item!r}: m, n and d must be numbers") from None
+        if not all(v >= 1 and v == int(v) for v in (m, n, d)):
+            raise ValueError(f"--grid entry {item!r}: m, n and d must be whole numbers >= 1")
+        act = parts[3] if len(parts) == 4 else "relu"
+        get_activation(act)                 # unknown: ValueError listing the known ones
+        grid.append((int(m), int(n), int(d), act))
+    if not grid:
+        raise ValueError("--grid has no entries")
+    return grid
+
+
+def _check_args(args) -> None:
+    """The options that would otherwise fail late (or run something else): ValueError."""
+    import torch
+    from meanfield.backends import get_backend
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device!r} is not a device; use cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cuda" and not torch.cuda.is_available()):
+        raise ValueError(f"--device {args.device!r}: this machine runs cpu"
+                         f"{' and cuda' if torch.cuda.is_available() else ' only (no CUDA GPU)'}")
+    for nm in (args.backends.split(",") if args.backends else []):
+        get_backend(nm.strip())             # unknown: ValueError listing the known ones
+    if args.backends and not _methods(args.device, args.backends.split(",")):
+        raise ValueError(f"none of --backends {args.backends} runs here (not installed, or not "
+                         f"for device {args.device})")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``meanfield bench``: the step benchmark (and the batched one)."""
     ap = argparse.ArgumentParser(prog="meanfield bench", description=__doc__.split("\n")[0])
@@ -451,13 +494,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from meanfield.backends.tuning import write_table
         print("wrote", write_table(args.write_table or None))
         return 0
-    if args.grid:
-        grid = []
-        for item in args.grid.split(";"):
-            m, n, d, *rest = item.split(",")
-            grid.append((int(float(m)), int(float(n)), int(d), rest[0] if rest else "relu"))
-    else:
-        grid = FULL_GRID if args.full else DEFAULT_GRID
+    try:
+        grid = _parse_grid(args.grid) if args.grid else (FULL_GRID if args.full else DEFAULT_GRID)
+        _check_args(args)
+    except ValueError as e:
+        ap.error(str(e))
     run_bench(grid, dtype=args.dtype, device=args.device,
               backends=args.backends.split(",") if args.backends else None,
               baseline=not args.no_baseline, repeats=args.repeats, out=args.out,

@@ -248,6 +248,23 @@ def test_bench_is_routed_unchanged(monkeypatch, capsys):
     assert main(["bench", "--no-such-option"]) == 2  # bench's own parser: its usage error
 
 
+@pytest.mark.parametrize("args,msg", [
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--backends", "foo"], "unknown backend 'foo'"),
+    (["--grid", "abc"], "expected m,n,d"),
+    (["--grid", "1e3,0,2"], "whole numbers >= 1"),
+    (["--grid", "1e3,1e2,2,nope"], "unknown activation 'nope'"),
+    (["--device", "tpu"], "not a device"),
+])
+def test_bench_refuses_bad_options_before_running(args, msg, capsys, monkeypatch):
+    """Bad bench options end in a usage error naming them, before anything is timed (they ran
+    the whole default grid, or ended in an IndexError)."""
+    import meanfield.bench as bench
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("ran the benchmark"))
+    assert main(["bench", *args]) == 2
+    assert msg in capsys.readouterr().err
+
+
 def test_real_experiment_through_the_cli(tmp_path, capsys):
     out = tmp_path / "ta"
     assert main(["run", "three_atoms", "--set", "flow.t_end=1e2", "--set", "m=20",
