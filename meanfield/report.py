@@ -16,11 +16,10 @@ The command line is ``meanfield report [--out DIR] [--size small|large] [--only 
 [--set NAME.key=value ...] [--overwrite]`` (:mod:`meanfield.cli`); ``--set
 three_atoms.flow.t_end=1e4`` sets one experiment's (dotted) parameter after ``--size``.
 
-A report never destroys a run: ``OUT/<name>/`` holding a finished run of the same configuration
-(a previous report's) is reused as it is, an unfinished one resumes; a run of another configuration,
-or a directory that is not a run, refuses the whole report before anything runs, unless
-``--overwrite`` (which replaces runs of another configuration and recomputes finished ones, and
-still never touches a directory that is not a run).
+A report never destroys another run: ``OUT/<name>/`` holding a run of the same configuration (a
+previous report's) is recomputed in place; a run of another configuration, or a directory that is
+not a run, refuses the whole report before anything runs, unless ``--overwrite`` (which replaces
+runs of another configuration, and still never touches a directory that is not a run).
 """
 
 from __future__ import annotations
@@ -145,8 +144,8 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
         sets: ``{name: {key: value}}`` overrides applied after ``size``.
         seed: base seed of every run.
         log: a callable receiving progress lines (default: nothing).
-        overwrite: replace runs in ``out/<name>/`` of another configuration and recompute finished
-            runs of the same one (default: reuse those, refuse the others).
+        overwrite: replace runs in ``out/<name>/`` of another configuration (default: refuse
+            them; runs of the same configuration are recomputed either way).
 
     Returns:
         one :class:`ReportEntry` per experiment, in run order.
@@ -158,8 +157,8 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
             ``overwrite``) or files that are not a run (checked before anything runs).
     """
     from .study.experiment import get_experiment, list_experiments, resolve_config
-    from .study.rundir import (RunFiles, _check_backend, check_device, check_out, inspect_out,
-                               plot_run, refusal, run_experiment, run_record)
+    from .study.rundir import (_check_backend, check_device, check_out, inspect_out, refusal,
+                               run_experiment, run_record)
     check_out(out)
     check_device(device)
     _check_backend(backend)
@@ -189,8 +188,9 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
             resolve_config(exp, ov)  # fail fast on a typo in --set
         plans.append((name, exp, ov, None, ""))
     out = Path(out)
-    # what each OUT/<name> holds: reuse the same finished run, refuse to replace another's
-    reuse, refused = set(), []
+    # what each OUT/<name> holds: a run of this configuration is recomputed in place (a previous
+    # report's), anything else refuses the whole report before anything runs (unless --overwrite)
+    refused = []
     for name, exp, ov, err, _ in plans:
         if err is not None:
             continue
@@ -199,24 +199,12 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
         except Exception:  # noqa: BLE001 - recorded as this experiment's failure when it runs
             continue
         kind, detail, _old = inspect_out(out / name, rec)
-        if kind == "finished" and not detail and not overwrite:
-            reuse.add(name)
-            continue
-        if refusal(out / name, kind, detail, overwrite=overwrite) is None:
-            continue
-        if kind == "sweep":
-            refused.append((f"{out / name} is a sweep directory", False))
-        elif kind == "foreign":
-            refused.append((f"{out / name} is not a meanfield run directory ({detail})", False))
-        else:
-            refused.append((f"{out / name} holds a{'n' if kind == 'unfinished' else ''} {kind} run "
-                            f"of another configuration (differs in {'; '.join(detail[:4])})", True))
+        why = refusal(out / name, kind, detail, overwrite=overwrite or (
+            kind in ("finished", "unfinished") and not detail))
+        if why is not None:
+            refused.append(str(why))
     if refused:
-        fix = ("choose another --out for the report, or pass --overwrite to replace those runs"
-               if all(ok for _, ok in refused) else
-               "choose another --out for the report (--overwrite only replaces runs meanfield wrote)")
-        raise FileExistsError(f"report --out {out} refused, nothing was run: "
-                              f"{'; '.join(w for w, _ in refused)}; {fix}")
+        raise FileExistsError(f"report --out {out} refused, nothing was run: {' | '.join(refused)}")
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, exp, ov, err, trace in plans:
@@ -229,26 +217,11 @@ def run_report(out: str | Path = "report", *, size: str = "small", only: Optiona
         try:
             if err is not None:
                 raise err
-            if name in reuse:  # a previous report's finished run of this configuration
-                run = RunFiles.load(out / name)
-                figs = run.record.get("figures")
-                if not isinstance(figs, list):  # recorded by an older version: draw them again
-                    try:
-                        figs = plot_run(out / name)
-                    except Exception as exc:  # noqa: BLE001 - the run is finished; no figures
-                        figs = []
-                        if log:
-                            log(f"[report] {name}: figures not drawn ({type(exc).__name__}: {exc})")
-                e.summary = dict(run.summary)
-                e.figures = tuple(str(f) for f in figs if (out / name / str(f)).is_file())
-                if log:
-                    log(f"[report] {name}: reusing the finished run in {out / name} "
-                        "(--overwrite recomputes it)")
-            else:
-                res = run_experiment(name, ov, out=out / name, device=device, backend=backend,
-                                     seed=seed, progress=False, overwrite=overwrite)
-                e.summary = dict(res.summary)
-                e.figures = tuple(str(f) for f in res.figures)
+            # overwrite: the directory holds nothing or this configuration's run (checked above)
+            res = run_experiment(name, ov, out=out / name, device=device, backend=backend,
+                                 seed=seed, progress=False, overwrite=True)
+            e.summary = dict(res.summary)
+            e.figures = tuple(str(f) for f in res.figures)
         except Exception as exc:  # noqa: BLE001 - one failure must not stop the report
             e.error = f"{type(exc).__name__}: {exc}"
             e.trace = trace or traceback.format_exc(limit=8)

@@ -292,25 +292,24 @@ def test_report_never_replaces_a_run_of_another_configuration(tmp_path, toy_plot
     assert json.loads((tmp_path / toy_plot / "config.json").read_text())["parameters"]["x"] == 1.0
 
 
-def test_report_into_its_own_previous_output_reuses_it(tmp_path, toy_plot, capsys):
+def test_report_into_its_own_previous_output_recomputes_it(tmp_path, toy_plot):
     from meanfield.cli import main
     argv = ["report", "--only", toy_plot, "--out", str(tmp_path), "--set", f"{toy_plot}.x=2"]
     assert main(argv) == 0
     run_dir = tmp_path / toy_plot
     before = _files(run_dir)
+    (run_dir / "notes.txt").write_text("mine")            # a user's file in the run folder
     (tmp_path / "report.md").unlink()
-    assert main(argv) == 0
-    assert "reusing the finished run" in capsys.readouterr().out
-    assert _files(run_dir) == before                       # the finished run is kept as it was
+    assert main(argv) == 0                                 # same configuration: recomputed
+    assert json.loads((run_dir / "summary.json").read_text())["y"] == 4.0
+    assert (run_dir / "notes.txt").read_text() == "mine"   # only the run's files were replaced
     md = (tmp_path / "report.md").read_text()
     assert "| y | 4 |" in md and f"({toy_plot}/fig_x2.png)" in md
-    # an unfinished run of the same configuration resumes (here: runs again) and finishes
+    # an unfinished run of the same configuration runs again and finishes
     (run_dir / "summary.json").unlink()
     assert main(argv) == 0
     assert json.loads((run_dir / "summary.json").read_text())["y"] == 4.0
-    # --overwrite recomputes it in place
-    assert main([*argv, "--overwrite"]) == 0
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(before)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([*before, "notes.txt"])
 
 
 def _run_draws_then_fails(cfg, ctx):
