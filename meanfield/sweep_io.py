@@ -161,6 +161,11 @@ def _show(v) -> str:
     return json.dumps(v)
 
 
+def _same(a, b) -> bool:
+    """Equal as the JSON a sweep stores (tuples and lists alike, key order ignored)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def check_identity(out: Path, spec: dict | None, name: str, fixed: Mapping[str, Any],
                    base: Mapping[str, Any], axes: list[str]) -> None:
     """Refuse a sweep whose experiment or fixed parameters differ from the directory's.
@@ -186,7 +191,7 @@ def check_identity(out: Path, spec: dict | None, name: str, fixed: Mapping[str, 
         if under_axis(k, swept):
             continue
         then, now = old_base.get(k, "(absent)"), plain(base.get(k, "(absent)"))
-        if json.dumps(then, sort_keys=True) != json.dumps(now, sort_keys=True):
+        if not _same(then, now):
             how = "--set" if k in fixed or k in spec.get("fixed", {}) else "default"
             diffs.append(f"{k} = {_show(then)} there, {_show(now)} now ({how})")
     if diffs:
@@ -212,7 +217,7 @@ def check_points_identity(out: Path, recs: Mapping[str, dict], base: Mapping[str
             if under_axis(k, set(axes)) or k in diffs:
                 continue
             then, now = params.get(k, "(absent)"), plain(base.get(k, "(absent)"))
-            if json.dumps(then, sort_keys=True) != json.dumps(now, sort_keys=True):
+            if not _same(then, now):
                 diffs[k] = (then, now)
     if diffs:
         shown = "; ".join(f"{k} = {_show(a)} there, {_show(b)} now"
